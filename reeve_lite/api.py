@@ -1,0 +1,513 @@
+"""The REST API (aiohttp): JSON in and out, pydantic at the edge.
+
+Each operation is declared once in `OPERATIONS`; the routes and the OpenAPI
+3.1 document (`GET /api/openapi.json`) are both built from that table, so
+the document cannot drift from what the server does.
+
+Errors are always `{"error": {"code", "message", "field"}}`. Bad input is a
+4xx naming the field; a database that is busy or full is a 503 or 507.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import socket
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+from pydantic.json_schema import models_json_schema
+
+from reeve_lite import __version__
+from reeve_lite.config import Settings
+from reeve_lite.models import (
+    ErrorOut,
+    Health,
+    Pulse,
+    PulseCreate,
+    PulseList,
+    Reschedule,
+    RunningAttempt,
+    Status,
+    StatusOut,
+    dump,
+)
+from reeve_lite.recurrence import RecurrenceError, load_zone, next_occurrence, validate_cron
+from reeve_lite.scheduler import Scheduler
+from reeve_lite.store import MAX_ATTEMPTS_SHOWN, NewPulse, NotFound, NotPending, Store
+from reeve_lite.timeparse import TimeParseError, parse_when
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An error answer: HTTP status, machine code, message, and the offending field."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+
+
+@dataclass
+class Context:
+    """What the handlers share: the store, the scheduler and the settings."""
+
+    store: Store
+    scheduler: Scheduler
+    settings: Settings
+    started: float = field(default_factory=time.monotonic)
+    on_request: Callable[[], None] | None = None
+
+
+CONTEXT = web.AppKey("context", Context)
+Handler = Callable[[web.Request, Context], Awaitable[web.Response]]
+
+
+@dataclass(frozen=True)
+class Param:
+    """A path or query parameter."""
+
+    name: str
+    where: str  # "path" or "query"
+    schema: dict[str, Any]
+    description: str
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One endpoint: its route, its handler and what the document says of it."""
+
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    response: type[BaseModel] | None  # None: a free-form JSON object
+    status: int = 200
+    body: type[BaseModel] | None = None
+    params: tuple[Param, ...] = ()
+    errors: tuple[int, ...] = ()
+    auth: bool = True
+    replays: bool = False  # answers 200 with the earlier result for a known idempotency key
+
+
+def json_response(model: BaseModel | dict[str, Any], status: int = 200) -> web.Response:
+    """A JSON answer."""
+    data = dump(model) if isinstance(model, BaseModel) else model
+    return web.json_response(data, status=status, dumps=_dumps)
+
+
+def _dumps(data: Any) -> str:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+def error_response(err: ApiError) -> web.Response:
+    """The JSON answer of an ApiError."""
+    body = {"error": {"code": err.code, "message": err.message, "field": err.field}}
+    headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else None
+    return web.json_response(body, status=err.status, dumps=_dumps, headers=headers)
+
+
+# --- input helpers
+
+
+async def _body(request: web.Request, model: type[BaseModel], ctx: Context) -> Any:
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise ApiError(
+            413, "too_large", f"request body over {ctx.settings.max_body_bytes} bytes"
+        ) from None
+    try:
+        data = json.loads(raw or b"null")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ApiError(422, "invalid_body", "the body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or None
+        if first["type"] == "extra_forbidden":
+            message = f"unknown field '{where}'"
+        else:
+            message = f"{where}: {first['msg']}" if where else first["msg"]
+        raise ApiError(422, "invalid_field", message, where) from None
+
+
+def _int_param(
+    request: web.Request, name: str, *, default: int | None, low: int, high: int
+) -> int:
+    raw = request.match_info.get(name) or request.query.get(name)
+    if raw is None:
+        if default is None:
+            raise ApiError(422, "invalid_field", f"{name} is required", name)
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise ApiError(
+            422, "invalid_field", f"{name} must be a whole number from {low} to {high}", name
+        )
+    return int(raw)
+
+
+MAX_ID = 2**63 - 1
+
+
+def _pulse_id(request: web.Request) -> int:
+    return _int_param(request, "pulse_id", default=None, low=1, high=MAX_ID)
+
+
+def _when(text: str, ctx: Context, zone_name: str | None, field_name: str) -> Any:
+    zone = ctx.settings.zone if zone_name is None else load_zone(zone_name)
+    try:
+        return parse_when(text, now=ctx.scheduler.clock(), tz=zone)
+    except TimeParseError as exc:
+        raise ApiError(422, "invalid_time", str(exc), field_name) from None
+
+
+# --- handlers
+
+
+async def health(_request: web.Request, _ctx: Context) -> web.Response:
+    """Liveness: answers without touching the database or asking for a token."""
+    return json_response(Health(ok=True, version=__version__))
+
+
+async def status(_request: web.Request, ctx: Context) -> web.Response:
+    """Queue summary."""
+    nxt = await ctx.store.next_due()
+    runs = ctx.scheduler.runs.values()
+    return json_response(
+        StatusOut(
+            version=__version__,
+            uptime_s=round(time.monotonic() - ctx.started, 3),
+            counts=await ctx.store.counts(),
+            next_due_at=nxt.scheduled_at if nxt else None,
+            next_due_pulse_id=nxt.pulse_id if nxt else None,
+            running=[
+                RunningAttempt(
+                    pulse_id=r.pulse_id, attempt_id=r.attempt_id, started_at=r.started_at, pid=r.pid
+                )
+                for r in runs
+            ],
+            max_concurrent=ctx.settings.max_concurrent,
+            executor=ctx.scheduler.executor.mode,
+            last_error=ctx.scheduler.last_error,
+        )
+    )
+
+
+async def trigger(request: web.Request, ctx: Context) -> web.Response:
+    """Create a pulse."""
+    body: PulseCreate = await _body(request, PulseCreate, ctx)
+    if len(body.prompt.encode()) > ctx.settings.max_prompt_bytes:
+        raise ApiError(
+            413, "too_large", f"prompt over {ctx.settings.max_prompt_bytes} bytes", "prompt"
+        )
+    try:
+        zone_name = None if body.timezone is None else load_zone(body.timezone).key
+        cron = None if body.cron is None else validate_cron(body.cron)
+    except RecurrenceError as exc:
+        raise ApiError(422, "invalid_field", str(exc), exc.field) from None
+    now = ctx.scheduler.clock()
+    if cron is not None and "scheduled_at" not in body.model_fields_set:
+        zone = ctx.settings.zone if zone_name is None else load_zone(zone_name)
+        when = next_occurrence(cron, zone, now)
+    else:
+        when = _when(body.scheduled_at, ctx, zone_name, "scheduled_at")
+    if cron is not None and zone_name is None:
+        zone_name = ctx.settings.timezone
+    new = NewPulse(
+        prompt=body.prompt,
+        scheduled_at=when,
+        priority=body.priority,
+        source=body.source,
+        tags=body.tags,
+        session_id=body.session_id,
+        sticky_notes=body.sticky_notes,
+        max_retries=ctx.settings.max_retries if body.max_retries is None else body.max_retries,
+        cron=cron,
+        timezone=zone_name,
+        idempotency_key=body.idempotency_key,
+    )
+    pulse, created = await ctx.store.create(new, now=now)
+    if created:
+        ctx.scheduler.wake()
+        log.info(
+            "pulse=%d created by %s, due %s, priority %s",
+            pulse.pulse_id, pulse.source, pulse.scheduled_at.isoformat(), pulse.priority,
+        )
+    response = json_response(pulse, status=201 if created else 200)
+    if not created:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+async def upcoming(request: web.Request, ctx: Context) -> web.Response:
+    """Pending pulses, earliest first."""
+    limit = _int_param(request, "limit", default=20, low=1, high=1000)
+    pulses = await ctx.store.upcoming(limit)
+    return json_response(PulseList(pulses=pulses, total=len(pulses), limit=limit, offset=0))
+
+
+async def list_pulses(request: web.Request, ctx: Context) -> web.Response:
+    """A page of pulses, optionally of one status."""
+    raw_status = request.query.get("status")
+    try:
+        wanted = Status(raw_status) if raw_status else None
+    except ValueError:
+        choices = ", ".join(s.value for s in Status)
+        raise ApiError(422, "invalid_field", f"status must be one of {choices}", "status") from None
+    limit = _int_param(request, "limit", default=50, low=1, high=1000)
+    offset = _int_param(request, "offset", default=0, low=0, high=MAX_ID)
+    pulses, total = await ctx.store.list(status=wanted, limit=limit, offset=offset)
+    return json_response(PulseList(pulses=pulses, total=total, limit=limit, offset=offset))
+
+
+async def get_pulse(request: web.Request, ctx: Context) -> web.Response:
+    """One pulse with its latest attempts."""
+    pulse_id = _pulse_id(request)
+    attempts = _int_param(request, "attempts", default=MAX_ATTEMPTS_SHOWN, low=0, high=1000)
+    return json_response(await ctx.store.get(pulse_id, attempts=attempts))
+
+
+async def cancel(request: web.Request, ctx: Context) -> web.Response:
+    """Cancel a pending pulse."""
+    pulse = await ctx.store.cancel(_pulse_id(request), now=ctx.scheduler.clock())
+    ctx.scheduler.wake()
+    log.info("pulse=%d cancelled", pulse.pulse_id)
+    return json_response(pulse)
+
+
+async def reschedule(request: web.Request, ctx: Context) -> web.Response:
+    """Move a pending pulse to a new time."""
+    pulse_id = _pulse_id(request)
+    body: Reschedule = await _body(request, Reschedule, ctx)
+    current = await ctx.store.get(pulse_id, attempts=0)
+    when = _when(body.scheduled_at, ctx, current.timezone, "scheduled_at")
+    pulse = await ctx.store.reschedule(pulse_id, when, now=ctx.scheduler.clock())
+    ctx.scheduler.wake()
+    log.info("pulse=%d rescheduled to %s", pulse.pulse_id, pulse.scheduled_at.isoformat())
+    return json_response(pulse)
+
+
+async def openapi(request: web.Request, _ctx: Context) -> web.Response:
+    """This API's OpenAPI 3.1 document."""
+    return web.json_response(request.app[OPENAPI])
+
+
+_ID = Param("pulse_id", "path", {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+            "The pulse's id.", required=True)
+_LIMIT = Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000},
+               "How many at most.")
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation("GET", "/api/health", health, "Liveness (no token needed)", Health, auth=False),
+    Operation("GET", "/api/status", status, "Queue summary", StatusOut),
+    Operation(
+        "POST", "/api/pulse/trigger", trigger, "Create a pulse (201; 200 for a known "
+        "idempotency key)", Pulse, status=201, body=PulseCreate, errors=(400, 413, 422),
+        replays=True,
+    ),
+    Operation(
+        "GET", "/api/pulse/upcoming", upcoming, "Pending pulses, earliest due first",
+        PulseList, params=(_LIMIT,), errors=(422,),
+    ),
+    Operation(
+        "GET", "/api/pulses", list_pulses, "Pulses by status, paged (pending in due order, "
+        "others newest first)", PulseList,
+        params=(
+            Param("status", "query", {"type": "string", "enum": [s.value for s in Status]},
+                  "Only pulses in this status."),
+            _LIMIT,
+            Param("offset", "query", {"type": "integer", "minimum": 0, "maximum": MAX_ID},
+                  "How many to skip."),
+        ),
+        errors=(422,),
+    ),
+    Operation(
+        "GET", "/api/pulse/{pulse_id}", get_pulse, "One pulse with its latest attempts", Pulse,
+        params=(
+            _ID,
+            Param("attempts", "query", {"type": "integer", "minimum": 0, "maximum": 1000},
+                  f"How many of the latest attempts to include (default {MAX_ATTEMPTS_SHOWN})."),
+        ),
+        errors=(404, 422),
+    ),
+    Operation(
+        "POST", "/api/pulse/{pulse_id}/cancel", cancel, "Cancel a pending pulse", Pulse,
+        params=(_ID,), errors=(404, 409, 422),
+    ),
+    Operation(
+        "POST", "/api/pulse/{pulse_id}/reschedule", reschedule, "Move a pending pulse",
+        Pulse, body=Reschedule, params=(_ID,), errors=(400, 404, 409, 413, 422),
+    ),
+    Operation("GET", "/api/openapi.json", openapi, "This document", None, auth=False),
+)
+
+OPENAPI = web.AppKey("openapi", dict)
+_ERROR_TEXT = {
+    400: "Malformed JSON", 401: "Missing or wrong token", 404: "No such pulse",
+    409: "The pulse is not pending", 413: "Body or prompt too large",
+    422: "A field is invalid (named in error.field)", 503: "Database busy",
+    507: "Disk full",
+}
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3.1 document of `OPERATIONS`, schemas from the pydantic models."""
+    models: list[tuple[type[BaseModel], Any]] = [(ErrorOut, "serialization")]
+    for op in OPERATIONS:
+        if op.response is not None:
+            models.append((op.response, "serialization"))
+        if op.body is not None:
+            models.append((op.body, "validation"))
+    refs, defs = models_json_schema(
+        list(dict.fromkeys(models)), ref_template="#/components/schemas/{model}"
+    )
+    paths: dict[str, dict[str, Any]] = {}
+    for op in OPERATIONS:
+        ok_schema: dict[str, Any] = (
+            {"type": "object"} if op.response is None else refs[(op.response, "serialization")]
+        )
+        responses: dict[str, Any] = {
+            str(op.status): {
+                "description": op.summary,
+                "content": {"application/json": {"schema": ok_schema}},
+            }
+        }
+        if op.replays:
+            responses["200"] = {
+                "description": "The pulse created earlier with the same idempotency key",
+                "content": {"application/json": {"schema": ok_schema}},
+            }
+        codes = list(op.errors)
+        if op.auth:
+            codes.append(401)
+        if op.auth:
+            codes += [503, 507]
+        for code in sorted(set(codes)):
+            responses[str(code)] = {
+                "description": _ERROR_TEXT[code],
+                "content": {"application/json": {"schema": refs[(ErrorOut, "serialization")]}},
+            }
+        entry: dict[str, Any] = {
+            "summary": op.summary,
+            "operationId": op.handler.__name__,
+            "responses": responses,
+            "parameters": [
+                {"name": p.name, "in": p.where, "required": p.required or p.where == "path",
+                 "description": p.description, "schema": p.schema}
+                for p in op.params
+            ],
+        }
+        if op.body is not None:
+            entry["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": refs[(op.body, "validation")]}},
+            }
+        if not op.auth:
+            entry["security"] = []
+        paths.setdefault(op.path, {})[op.method.lower()] = entry
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "reeve-lite",
+            "version": __version__,
+            "description": "The pulse queue of a proactive AI agent. On TCP every operation "
+            "but health needs `Authorization: Bearer TOKEN`; on the Unix socket the file "
+            "mode is the guard unless a token is required there too.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": defs.get("$defs", {}),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+    }
+
+
+# --- middlewares
+
+
+def _is_unix(request: web.Request) -> bool:
+    sock = request.transport.get_extra_info("socket") if request.transport else None
+    return sock is not None and sock.family == socket.AF_UNIX
+
+
+def _authorized(request: web.Request, settings: Settings) -> bool:
+    if _is_unix(request) and not settings.socket_require_token:
+        return True
+    if not settings.api_token:
+        return False
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        token.strip().encode(), settings.api_token.encode()
+    )
+
+
+def _database_error(exc: sqlite3.Error) -> ApiError:
+    text = str(exc).lower()
+    if "full" in text:
+        return ApiError(507, "disk_full", "the database's disk is full; nothing was changed")
+    if "locked" in text or "busy" in text:
+        return ApiError(503, "database_busy", "the database is busy; try again shortly")
+    return ApiError(503, "database_error", "the database cannot answer; see the daemon's log")
+
+
+@web.middleware
+async def _errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    ctx = request.app[CONTEXT]
+    if ctx.on_request is not None:
+        ctx.on_request()
+    try:
+        return await handler(request)
+    except ApiError as err:
+        return error_response(err)
+    except NotFound as exc:
+        return error_response(ApiError(404, "not_found", str(exc), "pulse_id"))
+    except NotPending as exc:
+        return error_response(ApiError(409, "not_pending", str(exc), "pulse_id"))
+    except RecurrenceError as exc:
+        return error_response(ApiError(422, "invalid_field", str(exc), exc.field))
+    except sqlite3.Error as exc:
+        log.error("%s %s: database error: %s", request.method, request.path, exc)
+        return error_response(_database_error(exc))
+    except web.HTTPException as exc:
+        if exc.status == 413:
+            limit = ctx.settings.max_body_bytes
+            return error_response(ApiError(413, "too_large", f"request body over {limit} bytes"))
+        code = "not_found" if exc.status == 404 else "http_error"
+        return error_response(ApiError(exc.status, code, exc.reason))
+
+
+def _route(op: Operation, ctx: Context) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handle(request: web.Request) -> web.Response:
+        if op.auth and not _authorized(request, ctx.settings):
+            raise ApiError(401, "unauthorized", "missing or wrong bearer token")
+        return await op.handler(request, ctx)
+
+    return handle
+
+
+def make_app(ctx: Context) -> web.Application:
+    """The aiohttp application serving `OPERATIONS` for `ctx`."""
+    app = web.Application(middlewares=[_errors], client_max_size=ctx.settings.max_body_bytes)
+    app[CONTEXT] = ctx
+    app[OPENAPI] = openapi_document()
+    for op in OPERATIONS:
+        app.router.add_route(op.method, op.path, _route(op, ctx))
+    return app

@@ -1,0 +1,244 @@
+"""The `reeve-lite` command: the daemon (`serve`) and a client for everything else.
+
+Exit status: 0 done; 1 the daemon is unreachable or failed; 2 bad input
+(a bad flag, setting or value the daemon refused).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from reeve_lite import __version__
+from reeve_lite.config import SETTINGS, ConfigError, Settings, load_settings
+from reeve_lite.timeparse import format_duration
+
+PRIORITIES = ("critical", "high", "normal", "low", "deferred")
+STATUSES = ("pending", "processing", "completed", "failed", "cancelled", "all")
+EXIT_UNREACHABLE = 1
+EXIT_USAGE = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="reeve-lite",
+        description="The pulse queue of a proactive AI agent: schedule prompts for the agent "
+        "CLI and run them on time. `serve` runs the daemon; the other commands talk to it.",
+        epilog="Settings come from REEVE_LITE_* variables; `reeve-lite config` lists them.",
+    )
+    parser.add_argument("--version", action="version", version=f"reeve-lite {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the daemon in the foreground")
+    for setting in SETTINGS:
+        if setting.flag:
+            serve.add_argument(setting.flag, dest=setting.name, metavar="VALUE",
+                               help=f"{setting.help} (env {setting.env})")
+
+    client = argparse.ArgumentParser(add_help=False)
+    client.add_argument("--socket", help="daemon's Unix socket (env REEVE_LITE_SOCKET)")
+    client.add_argument("--url", help="daemon's http(s) URL instead of the socket "
+                        "(env REEVE_LITE_URL)")
+    client.add_argument("--token-file", dest="token_file", help="file with the API token")
+    client.add_argument("--json", action="store_true", help="print the JSON answer")
+
+    p = sub.add_parser("schedule", parents=[client], help="schedule a pulse",
+                       description="Schedule PROMPT for the agent at WHEN: 'now', 'in 5 minutes', "
+                       "'2h', 'tomorrow at 9am', 'tonight', 'at 17:30', 'monday 9am', or ISO 8601.")
+    p.add_argument("when", metavar="WHEN")
+    p.add_argument("prompt", metavar="PROMPT")
+    p.add_argument("--priority", choices=PRIORITIES, default="normal")
+    p.add_argument("--cron", help="5-field cron expression: recur, e.g. '30 9 * * 1-5'")
+    p.add_argument("--tz", dest="timezone", help="IANA zone of WHEN and --cron")
+    p.add_argument("--note", dest="sticky_notes", action="append", help="reminder (repeatable)")
+    p.add_argument("--tag", dest="tags", action="append", help="tag (repeatable)")
+    p.add_argument("--session", dest="session_id", help="agent session to resume")
+    p.add_argument("--max-retries", type=int, dest="max_retries")
+    p.add_argument("--key", dest="idempotency_key", help="idempotency key")
+
+    p = sub.add_parser("list", parents=[client], help="list pulses")
+    p.add_argument("--status", choices=STATUSES, default="pending")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--offset", type=int, default=0)
+
+    for name, text in (("show", "show a pulse and its attempts"), ("cancel", "cancel a pulse")):
+        p = sub.add_parser(name, parents=[client], help=text)
+        p.add_argument("pulse_id", type=int, metavar="ID")
+
+    p = sub.add_parser("reschedule", parents=[client], help="move a pending pulse")
+    p.add_argument("pulse_id", type=int, metavar="ID")
+    p.add_argument("when", metavar="WHEN")
+
+    sub.add_parser("status", parents=[client], help="the daemon's queue summary")
+    sub.add_parser("config", help="print the effective settings (secrets hidden)")
+    sub.add_parser("echo-agent", add_help=False,
+                   help="stand-in agent that answers in Claude Code's stream-json")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `reeve-lite` console script."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["echo-agent"]:
+        from reeve_lite import echo_agent  # noqa: PLC0415 - keep the agent's start light
+
+        return echo_agent.main(argv[1:])
+    args = _parser().parse_args(argv)
+    overrides = {k: getattr(args, k, None) for k in ("socket", "url", "token_file")}
+    if args.command == "serve":
+        overrides.update({s.name: getattr(args, s.name) for s in SETTINGS if s.flag})
+    try:
+        settings = load_settings(overrides=overrides)
+    except ConfigError as exc:
+        print(f"reeve-lite: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.command == "serve":
+        from reeve_lite.daemon import serve  # noqa: PLC0415 - only the daemon needs aiohttp
+        from reeve_lite.systemd import setup_logging  # noqa: PLC0415
+
+        setup_logging(settings.log_level)
+        return serve(settings)
+    if args.command == "config":
+        _print_config(settings)
+        return 0
+    return _client_command(args, settings)
+
+
+def _client_command(args: argparse.Namespace, settings: Settings) -> int:
+    from reeve_lite.client import ApiFailure, Client, DaemonUnreachable  # noqa: PLC0415
+
+    client = Client.from_settings(settings)
+    try:
+        data = _call(args, client)
+    except DaemonUnreachable as exc:
+        print(f"reeve-lite: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except ApiFailure as exc:
+        where = f" ({exc.field})" if exc.field else ""
+        print(f"reeve-lite: {exc.message}{where}", file=sys.stderr)
+        return EXIT_USAGE if exc.status < 500 else EXIT_UNREACHABLE
+    if args.json:
+        print(json.dumps(data, indent=2, ensure_ascii=False))
+    else:
+        _print_human(args.command, data, settings.zone)
+    return 0
+
+
+def _call(args: argparse.Namespace, client: Any) -> Any:
+    command = args.command
+    if command == "schedule":
+        return client.create(
+            prompt=args.prompt, scheduled_at=args.when, priority=args.priority, source="cli",
+            cron=args.cron, timezone=args.timezone, sticky_notes=args.sticky_notes,
+            tags=args.tags, session_id=args.session_id, max_retries=args.max_retries,
+            idempotency_key=args.idempotency_key,
+        )
+    if command == "list":
+        status = None if args.status == "all" else args.status
+        return client.list(status=status, limit=args.limit, offset=args.offset)
+    if command == "show":
+        return client.get(args.pulse_id)
+    if command == "cancel":
+        return client.cancel(args.pulse_id)
+    if command == "reschedule":
+        return client.reschedule(args.pulse_id, args.when)
+    return client.status()
+
+
+# --- human-readable output
+
+
+def _when(value: str | None, zone: ZoneInfo, now: datetime | None = None) -> str:
+    if not value:
+        return "-"
+    moment = datetime.fromisoformat(value)
+    now = now or datetime.now(UTC)
+    delta = (moment - now).total_seconds()
+    relative = f"in {format_duration(delta)}" if delta >= 0 else f"{format_duration(-delta)} ago"
+    return f"{moment.astimezone(zone):%Y-%m-%d %H:%M:%S} ({relative})"
+
+
+def _short(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _print_human(command: str, data: Any, zone: ZoneInfo) -> None:
+    if command == "list":
+        _print_table(data["pulses"], zone)
+        shown = data["offset"] + len(data["pulses"])
+        print(f"{len(data['pulses'])} shown of {data['total']}"
+              + (f" (next page: --offset {shown})" if shown < data["total"] else ""))
+    elif command == "status":
+        counts = ", ".join(f"{n} {s}" for s, n in data["counts"].items() if n)
+        print(f"reeve-lite {data['version']}, up {format_duration(data['uptime_s'])}, "
+              f"executor {data['executor']}, max {data['max_concurrent']} at once")
+        print(f"pulses: {counts or 'none'}")
+        print(f"next due: {_when(data['next_due_at'], zone)}"
+              + (f", pulse {data['next_due_pulse_id']}" if data["next_due_pulse_id"] else ""))
+        for run in data["running"]:
+            print(f"running: pulse {run['pulse_id']} since {_when(run['started_at'], zone)}")
+        if data["last_error"]:
+            print(f"last error: {data['last_error']}")
+    else:
+        _print_pulse(data, zone, verb={"schedule": "scheduled", "cancel": "cancelled",
+                                       "reschedule": "rescheduled"}.get(command))
+
+
+def _print_table(pulses: list[dict[str, Any]], zone: ZoneInfo) -> None:
+    header = f"{'ID':>6}  {'DUE':<38}  {'PRIORITY':<8}  {'STATUS':<10}  {'TRIES':>5}  PROMPT"
+    print(header)
+    for p in pulses:
+        tries = f"{p['retry_count']}/{p['max_retries']}"
+        print(f"{p['pulse_id']:>6}  {_when(p['scheduled_at'], zone):<38}  {p['priority']:<8}  "
+              f"{p['status']:<10}  {tries:>5}  {_short(p['prompt'], 50)}")
+
+
+def _print_pulse(p: dict[str, Any], zone: ZoneInfo, verb: str | None) -> None:
+    if verb:
+        print(f"pulse {p['pulse_id']} {verb}: {p['status']}, due {_when(p['scheduled_at'], zone)}")
+        return
+    rows = [
+        ("pulse", p["pulse_id"]), ("status", p["status"]),
+        ("due", _when(p["scheduled_at"], zone)), ("priority", p["priority"]),
+        ("source", p["source"]), ("tries", f"{p['retry_count']} of {p['max_retries']} retries"),
+        ("recurs", f"{p['cron']} ({p['timezone']})" if p["cron"] else None),
+        ("session", p["session_id"]), ("tags", ", ".join(p["tags"]) or None),
+        ("last error", p["last_error"]),
+    ]
+    for key, value in rows:
+        if value is not None:
+            print(f"{key:>10}: {value}")
+    print(f"{'prompt':>10}: {p['prompt']}")
+    for note in p["sticky_notes"]:
+        print(f"{'reminder':>10}: {note}")
+    for a in p.get("attempts") or []:
+        outcome = "running" if a["finished_at"] is None else ("failed" if a["is_error"] else "ok")
+        cost = f", ${a['cost_usd']:.4f}" if a["cost_usd"] is not None else ""
+        took = f", {a['duration_ms']} ms" if a["duration_ms"] is not None else ""
+        print(f"  attempt {a['number']}: {outcome}, {_when(a['started_at'], zone)}{took}{cost}"
+              + (f", exit {a['exit_code']}" if a["exit_code"] is not None else ""))
+        if a["error"]:
+            print(f"    error: {a['error']}")
+        if a["result"]:
+            print(f"    result: {_short(a['result'], 200)}")
+
+
+def _print_config(settings: Settings) -> None:
+    for setting in SETTINGS:
+        value = getattr(settings, setting.name)
+        if setting.secret:
+            value = "(set)" if value else "(not set)"
+        elif isinstance(value, tuple) and setting.name == "agent_command":
+            value = " ".join(value)
+        elif setting.name == "socket_mode":
+            value = f"{value:04o}"
+        print(f"{setting.env}={'' if value is None else value}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""A small synchronous client of the daemon's REST API, over the Unix socket or TCP.
+
+Standard library only (`http.client`), so that the CLI starts fast; async
+callers run it in a thread. Connecting to the socket is what socket-activates
+the daemon under systemd.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from reeve_lite.config import Settings
+
+
+class DaemonUnreachable(Exception):
+    """The daemon does not answer; str() says where it was looked for and how to start it."""
+
+
+class ApiFailure(Exception):
+    """The daemon answered with an error."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self._path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+class Client:
+    """Calls the daemon; one connection per request (the daemon is local)."""
+
+    def __init__(
+        self,
+        *,
+        socket_path: Path,
+        url: str | None = None,
+        token: str | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self.socket_path = socket_path
+        self.url = url
+        self._token = token
+        self.timeout = timeout
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, timeout: float = 30.0) -> Client:
+        """A client for the daemon the settings name."""
+        return cls(
+            socket_path=settings.socket,
+            url=settings.url,
+            token=settings.api_token,
+            timeout=timeout,
+        )
+
+    @property
+    def where(self) -> str:
+        """The daemon's address, for messages."""
+        return self.url or str(self.socket_path)
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self.url:
+            parts = urlsplit(self.url)
+            cls = (
+                http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+            )
+            return cls(parts.hostname or "localhost", parts.port, timeout=self.timeout)
+        return _UnixConnection(str(self.socket_path), self.timeout)
+
+    def request(
+        self, method: str, path: str, body: dict[str, Any] | None = None,
+        query: dict[str, Any] | None = None,
+    ) -> Any:
+        """Send one request; the decoded JSON answer, or ApiFailure / DaemonUnreachable."""
+        if query:
+            path += "?" + urlencode({k: v for k, v in query.items() if v is not None})
+        prefix = urlsplit(self.url).path.rstrip("/") if self.url else ""
+        headers = {"Accept": "application/json"}
+        payload = None
+        if body is not None:
+            payload = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        conn = self._connection()
+        try:
+            conn.request(method, prefix + path, body=payload, headers=headers)
+            response = conn.getresponse()
+            raw = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            raise DaemonUnreachable(self._unreachable(exc)) from None
+        finally:
+            conn.close()
+        try:
+            data = json.loads(raw) if raw else None
+        except ValueError:
+            data = None
+        if response.status >= 400:
+            err = data.get("error", {}) if isinstance(data, dict) else {}
+            raise ApiFailure(
+                response.status,
+                str(err.get("code", "http_error")),
+                str(err.get("message", response.reason)),
+                err.get("field"),
+            )
+        return data
+
+    def _unreachable(self, exc: Exception) -> str:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        if self.url:
+            return f"cannot reach the daemon at {self.url}: {reason}"
+        return (
+            f"cannot reach the daemon at {self.socket_path}: {reason}. Start it with "
+            "`reeve-lite serve` (or `systemctl --user start reeve-lite.socket`), or point "
+            "REEVE_LITE_SOCKET / --socket at its socket"
+        )
+
+    # --- the API, one method per operation
+
+    def health(self) -> Any:
+        """`GET /api/health`."""
+        return self.request("GET", "/api/health")
+
+    def status(self) -> Any:
+        """`GET /api/status`."""
+        return self.request("GET", "/api/status")
+
+    def create(self, **fields: Any) -> Any:
+        """`POST /api/pulse/trigger` with the given fields (None values are left out)."""
+        body = {k: v for k, v in fields.items() if v is not None}
+        return self.request("POST", "/api/pulse/trigger", body)
+
+    def upcoming(self, limit: int = 20) -> Any:
+        """`GET /api/pulse/upcoming`."""
+        return self.request("GET", "/api/pulse/upcoming", query={"limit": limit})
+
+    def list(self, *, status: str | None = None, limit: int = 50, offset: int = 0) -> Any:
+        """`GET /api/pulses`."""
+        return self.request(
+            "GET", "/api/pulses", query={"status": status, "limit": limit, "offset": offset}
+        )
+
+    def get(self, pulse_id: int) -> Any:
+        """`GET /api/pulse/{id}`."""
+        return self.request("GET", f"/api/pulse/{pulse_id}")
+
+    def cancel(self, pulse_id: int) -> Any:
+        """`POST /api/pulse/{id}/cancel`."""
+        return self.request("POST", f"/api/pulse/{pulse_id}/cancel")
+
+    def reschedule(self, pulse_id: int, scheduled_at: str) -> Any:
+        """`POST /api/pulse/{id}/reschedule`."""
+        return self.request(
+            "POST", f"/api/pulse/{pulse_id}/reschedule", {"scheduled_at": scheduled_at}
+        )

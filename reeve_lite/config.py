@@ -1,0 +1,434 @@
+"""Settings: one table, read from `REEVE_LITE_<NAME>` variables and `serve` flags.
+
+Every setting is declared once in `SETTINGS` with its parser, default and
+help; the environment, the command line and the README's table all come from
+it. Secrets (the API token) are read, in order, from `--token-file`, the
+systemd credential `api-token` in `$CREDENTIALS_DIRECTORY`, then
+`REEVE_LITE_API_TOKEN`, and never shown by `repr`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shlex
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from reeve_lite.timeparse import TimeParseError, parse_duration
+
+PREFIX = "REEVE_LITE_"
+
+
+class ConfigError(ValueError):
+    """A setting with an unknown name or an invalid value; str() names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of the daemon and its clients, already validated."""
+
+    db: Path
+    socket: Path
+    listen: tuple[str, int] | None
+    url: str | None
+    api_token: str | None = field(repr=False)
+    token_file: Path | None
+    socket_mode: int
+    socket_require_token: bool
+    agent_command: tuple[str, ...]
+    desk: Path
+    max_concurrent: int
+    timezone: str
+    agent_timeout: float
+    retry_base: float
+    retry_max: float
+    max_retries: int
+    shutdown_grace: float
+    executor: str
+    scope_memory_max: str
+    scope_cpu_quota: str
+    scope_tasks_max: int
+    max_prompt_bytes: int
+    max_body_bytes: int
+    output_tail_bytes: int
+    max_sleep: float
+    log_level: str
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The local time zone for wall-clock times and cron defaults."""
+        return ZoneInfo(self.timezone)
+
+
+# --- parsers: each takes the raw string and returns the value or raises ValueError
+
+
+def _int_in(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise ValueError(f"expected a whole number from {low} to {high}") from None
+        if not low <= value <= high:
+            raise ValueError(f"expected a whole number from {low} to {high}")
+        return value
+
+    return parse
+
+
+def _duration(raw: str) -> float:
+    try:
+        return parse_duration(raw)
+    except TimeParseError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError("expected true or false")
+
+
+def _listen(raw: str) -> tuple[str, int] | None:
+    raw = raw.strip()
+    if not raw:
+        return None
+    host, sep, port = raw.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:8765")
+    return host.strip("[]"), int(port)
+
+
+def _mode(raw: str) -> int:
+    try:
+        value = int(raw.strip(), 8)
+    except ValueError:
+        raise ValueError("expected an octal file mode such as 0600 or 0660") from None
+    if value & ~0o777 or not value & 0o600 == 0o600:
+        raise ValueError("expected a mode from 0600 to 0777 that the owner can read and write")
+    return value
+
+
+def _command(raw: str) -> tuple[str, ...]:
+    try:
+        parts = tuple(shlex.split(raw))
+    except ValueError as exc:
+        raise ValueError(f"cannot split the command: {exc}") from None
+    if not parts:
+        raise ValueError("expected a command, e.g. 'hapi'")
+    return parts
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise ValueError("expected one of " + ", ".join(choices))
+        return value
+
+    return parse
+
+
+def _zone(raw: str) -> str:
+    name = raw.strip().lstrip(":")
+    try:
+        ZoneInfo(name)
+    except Exception:  # ZoneInfo raises several types for bad names
+        raise ValueError("expected an IANA time zone such as Europe/Berlin or UTC") from None
+    return name
+
+
+def _path(raw: str) -> Path:
+    if not raw.strip():
+        raise ValueError("expected a path")
+    return Path(raw).expanduser()
+
+
+def _optional_path(raw: str) -> Path | None:
+    return _path(raw) if raw.strip() else None
+
+
+def _text(raw: str) -> str:
+    return raw.strip()
+
+
+def _optional_text(raw: str) -> str | None:
+    return raw.strip() or None
+
+
+def _url(raw: str) -> str | None:
+    raw = raw.strip()
+    if raw and not raw.startswith(("http://", "https://")):
+        raise ValueError("expected an http:// or https:// URL")
+    return raw.rstrip("/") or None
+
+
+# --- defaults that depend on who runs the daemon
+
+
+def state_dir(env: Mapping[str, str]) -> Path:
+    """Where the database lives by default: systemd's StateDirectory, /var/lib or XDG."""
+    if env.get("STATE_DIRECTORY"):
+        return Path(env["STATE_DIRECTORY"].split(":")[0])
+    if os.geteuid() == 0:
+        return Path("/var/lib/reeve-lite")
+    base = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "reeve-lite"
+
+
+def runtime_dir(env: Mapping[str, str]) -> Path:
+    """Where the socket lives by default: systemd's RuntimeDirectory, /run or XDG."""
+    if env.get("RUNTIME_DIRECTORY"):
+        return Path(env["RUNTIME_DIRECTORY"].split(":")[0])
+    if os.geteuid() == 0:
+        return Path("/run/reeve-lite")
+    if env.get("XDG_RUNTIME_DIR"):
+        return Path(env["XDG_RUNTIME_DIR"]) / "reeve-lite"
+    return Path(f"/tmp/reeve-lite-{os.geteuid()}")  # noqa: S108 - private per-user dir
+
+
+def local_zone_name(env: Mapping[str, str]) -> str:
+    """The machine's IANA zone name: $TZ, /etc/timezone, the /etc/localtime link, or UTC."""
+    candidates = [env.get("TZ", "").lstrip(":")]
+    try:
+        candidates.append(Path("/etc/timezone").read_text().strip())
+    except OSError:
+        pass
+    try:
+        target = str(Path("/etc/localtime").resolve())
+        if "zoneinfo/" in target:
+            candidates.append(target.split("zoneinfo/", 1)[1])
+    except OSError:
+        pass
+    for name in candidates:
+        if name:
+            try:
+                return _zone(name)
+            except ValueError:
+                continue
+    return "UTC"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One row of the settings table."""
+
+    name: str
+    parse: Callable[[str], Any]
+    default: Callable[[Mapping[str, str]], str]
+    help: str
+    flag: str | None = None
+    secret: bool = False
+
+    @property
+    def env(self) -> str:
+        """The environment variable that sets it."""
+        return PREFIX + self.name.upper()
+
+
+def _const(value: str) -> Callable[[Mapping[str, str]], str]:
+    return lambda _env: value
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "db",
+        _path,
+        lambda env: str(state_dir(env) / "reeve-lite.db"),
+        "SQLite database file (created on first start)",
+        flag="--db",
+    ),
+    Setting(
+        "socket",
+        _path,
+        lambda env: str(runtime_dir(env) / "api.sock"),
+        "Unix socket of the REST API (daemon binds it; clients connect to it)",
+        flag="--socket",
+    ),
+    Setting(
+        "listen",
+        _listen,
+        _const(""),
+        "Also serve the API on TCP HOST:PORT (needs an API token); empty: off",
+        flag="--listen",
+    ),
+    Setting(
+        "url",
+        _url,
+        _const(""),
+        "Clients: talk to this http(s) URL instead of the Unix socket",
+    ),
+    Setting(
+        "api_token",
+        _optional_text,
+        _const(""),
+        "Bearer token for the API (prefer the credential `api-token` or a token file)",
+        secret=True,
+    ),
+    Setting(
+        "token_file",
+        _optional_path,
+        _const(""),
+        "File holding the API token",
+        flag="--token-file",
+    ),
+    Setting("socket_mode", _mode, _const("0600"), "File mode of the Unix socket"),
+    Setting(
+        "socket_require_token",
+        _bool,
+        _const("false"),
+        "Require the token on the Unix socket too",
+    ),
+    Setting(
+        "agent_command",
+        _command,
+        _const("hapi"),
+        "Agent CLI (split like a shell, never run by one); Claude Code flags are appended",
+        flag="--agent-command",
+    ),
+    Setting(
+        "desk",
+        _path,
+        lambda env: str(state_dir(env) / "desk"),
+        "Working directory of agent runs (created if missing)",
+        flag="--desk",
+    ),
+    Setting(
+        "max_concurrent",
+        _int_in(1, 64),
+        _const("1"),
+        "Agent runs at the same time",
+        flag="--max-concurrent",
+    ),
+    Setting(
+        "timezone",
+        _zone,
+        local_zone_name,
+        "Zone of wall-clock times ('tomorrow at 9am', ISO without offset) and cron",
+        flag="--timezone",
+    ),
+    Setting("agent_timeout", _duration, _const("1h"), "Longest agent run; then its tree is killed"),
+    Setting("retry_base", _duration, _const("60s"), "First retry delay; doubles per retry"),
+    Setting("retry_max", _duration, _const("1h"), "Longest retry delay"),
+    Setting("max_retries", _int_in(0, 100), _const("3"), "Default retries after a failed run"),
+    Setting(
+        "shutdown_grace",
+        _duration,
+        _const("30s"),
+        "On SIGTERM, wait this long for running agents before stopping them",
+    ),
+    Setting(
+        "executor",
+        _choice("auto", "on", "off"),
+        _const("auto"),
+        "Run agents in transient systemd scopes: auto (when a manager answers), on, off",
+    ),
+    Setting("scope_memory_max", _text, _const("4G"), "MemoryMax= of an agent's scope"),
+    Setting("scope_cpu_quota", _text, _const("200%"), "CPUQuota= of an agent's scope"),
+    Setting("scope_tasks_max", _int_in(1, 1_000_000), _const("1024"), "TasksMax= of a scope"),
+    Setting(
+        "max_prompt_bytes",
+        _int_in(1, 16 * 1024 * 1024),
+        _const("32768"),
+        "Largest prompt (UTF-8 bytes)",
+    ),
+    Setting(
+        "max_body_bytes",
+        _int_in(1024, 64 * 1024 * 1024),
+        _const("262144"),
+        "Largest request body",
+    ),
+    Setting(
+        "output_tail_bytes",
+        _int_in(0, 16 * 1024 * 1024),
+        _const("16384"),
+        "How much of the end of an agent's output each attempt keeps",
+    ),
+    Setting(
+        "max_sleep",
+        _duration,
+        _const("60s"),
+        "Longest scheduler sleep; bounds lateness after a wall-clock jump or suspend",
+    ),
+    Setting(
+        "log_level",
+        _choice("debug", "info", "warning", "error"),
+        _const("info"),
+        "Least severe log level written",
+    ),
+)
+
+_BY_NAME = {s.name: s for s in SETTINGS}
+_BY_ENV = {s.env: s for s in SETTINGS}
+# Variables of our prefix that belong to other processes of the project.
+_OTHER_KNOWN = {PREFIX + "TELEGRAM_TOKEN", PREFIX + "TELEGRAM_CHAT_IDS", PREFIX + "TELEGRAM_API_URL"}
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None, overrides: Mapping[str, str | None] | None = None
+) -> Settings:
+    """Settings from `env` (default: os.environ) and raw `overrides` by setting name.
+
+    Raises ConfigError naming the variable (or flag) for an unknown
+    `REEVE_LITE_*` name or a value that does not parse.
+    """
+    env = os.environ if env is None else env
+    overrides = overrides or {}
+    for key in env:
+        if key.startswith(PREFIX) and key not in _BY_ENV and key not in _OTHER_KNOWN:
+            known = ", ".join(sorted(_BY_ENV))
+            raise ConfigError(f"unknown setting {key}; known settings: {known}")
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        raw = overrides.get(setting.name)
+        origin = setting.flag or setting.env
+        if raw is None:
+            raw = env.get(setting.env)
+            origin = setting.env
+        if raw is None:
+            raw, origin = setting.default(env), f"default of {setting.env}"
+        try:
+            values[setting.name] = setting.parse(raw)
+        except ValueError as exc:
+            shown = "***" if setting.secret else repr(raw)
+            raise ConfigError(f"invalid {origin}={shown}: {exc}") from None
+    values["api_token"] = _resolve_token(values["token_file"], values["api_token"], env)
+    settings = Settings(**values)
+    if settings.retry_base <= 0:
+        raise ConfigError(f"invalid {_BY_NAME['retry_base'].env}: must be more than 0 seconds")
+    if settings.agent_timeout <= 0:
+        raise ConfigError(f"invalid {_BY_NAME['agent_timeout'].env}: must be more than 0 seconds")
+    if settings.max_sleep < 1:
+        raise ConfigError(f"invalid {_BY_NAME['max_sleep'].env}: must be at least 1 second")
+    return settings
+
+
+def _resolve_token(token_file: Path | None, env_token: str | None, env: Mapping[str, str]) -> str | None:
+    sources: list[Path] = []
+    if token_file is not None:
+        sources.append(token_file)
+    elif env.get("CREDENTIALS_DIRECTORY"):
+        credential = Path(env["CREDENTIALS_DIRECTORY"]) / "api-token"
+        if credential.exists():
+            sources.append(credential)
+    for path in sources:
+        try:
+            token = path.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the API token from {path}: {exc.strerror}") from None
+        if not token:
+            raise ConfigError(f"the API token file {path} is empty")
+        return token
+    return env_token
+
+
+def replace(settings: Settings, **changes: Any) -> Settings:
+    """A copy of `settings` with some fields changed (for tests and reloads)."""
+    return dataclasses.replace(settings, **changes)

@@ -1,0 +1,365 @@
+"""Run the agent CLI for one attempt and report how it went.
+
+The command is `AGENT --print --output-format stream-json --verbose
+[--resume SESSION] -- PROMPT`, argv only (never a shell), in the Desk
+directory, in a process group of its own so that a timeout or a shutdown
+kills the whole tree. Under systemd the command is wrapped in a transient
+scope (`systemd-run --scope`) with the configured resource limits.
+
+The agent's stdout and stderr are read as one stream: JSON lines are parsed
+for the session id, the result and its cost; only a capped tail is kept, so a
+flood of output costs bounded memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reeve_lite.config import Settings
+
+log = logging.getLogger(__name__)
+
+AGENT_FLAGS = ("--print", "--output-format", "stream-json", "--verbose")
+# Variables that speak for the daemon's own unit; a child must not act on them.
+_UNIT_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC", "LISTEN_PID", "LISTEN_FDS",
+                   "LISTEN_FDNAMES")
+_SECRET_VARIABLES = ("REEVE_LITE_API_TOKEN", "REEVE_LITE_TELEGRAM_TOKEN")
+MAX_LINE = 8 * 1024 * 1024  # a longer line is not parsed (a result text is far shorter)
+MAX_RESULT_CHARS = 65536
+KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL of the tree
+READ_CHUNK = 65536
+
+
+@dataclass
+class StreamState:
+    """What the agent's stream-json output has told so far."""
+
+    session_id: str | None = None
+    saw_result: bool = False
+    is_error: bool = False
+    result: str | None = None
+    errors: list[str] = field(default_factory=list)
+    cost_usd: float | None = None
+    num_turns: int | None = None
+
+    def feed(self, line: bytes) -> None:
+        """Take one output line; lines that are not JSON objects are ignored."""
+        line = line.strip()
+        if not line.startswith(b"{"):
+            return
+        try:
+            event = json.loads(line)
+        except ValueError:
+            return
+        if isinstance(event, dict):
+            self._event(event)
+
+    def _event(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        session = event.get("session_id")
+        if kind == "system" and event.get("subtype") == "init" and isinstance(session, str):
+            self.session_id = session
+        elif kind == "result":
+            self.saw_result = True
+            if isinstance(session, str):
+                self.session_id = session
+            self.is_error = bool(event.get("is_error")) or event.get("subtype") not in (
+                None,
+                "success",
+            )
+            result = event.get("result")
+            if isinstance(result, str):
+                self.result = result[:MAX_RESULT_CHARS]
+            errors = event.get("errors")
+            if isinstance(errors, list):
+                self.errors = [str(e)[:2000] for e in errors[:20]]
+            cost = event.get("total_cost_usd")
+            if isinstance(cost, int | float) and not isinstance(cost, bool):
+                self.cost_usd = float(cost)
+            turns = event.get("num_turns")
+            if isinstance(turns, int) and not isinstance(turns, bool):
+                self.num_turns = turns
+            if self.is_error and not self.errors and event.get("subtype") not in (None, "success"):
+                self.errors = [str(event.get("subtype"))]
+
+
+@dataclass
+class RunReport:
+    """How one agent run ended."""
+
+    started_at: float  # epoch seconds at spawn
+    duration_ms: int
+    exit_code: int | None
+    failed: bool
+    error: str | None
+    stream: StreamState
+    output_tail: str
+    timed_out: bool = False
+    stopped: bool = False
+
+
+def compose_prompt(prompt: str, sticky_notes: Sequence[str]) -> str:
+    """The prompt handed to the agent: the pulse's prompt, then its reminders."""
+    if not sticky_notes:
+        return prompt
+    reminders = "\n".join(f"- {note}" for note in sticky_notes)
+    return f"{prompt}\n\nReminders:\n{reminders}"
+
+
+def agent_argv(command: Sequence[str], prompt: str, session_id: str | None) -> list[str]:
+    """The agent's argv. The prompt goes last, after `--`, so that a prompt that
+    begins with `-` is never read as a flag (nor as a flag's value)."""
+    argv = [*command, *AGENT_FLAGS]
+    if session_id:
+        argv += ["--resume", session_id]
+    return [*argv, "--", prompt]
+
+
+def scope_argv(settings: Settings, *, user: bool, unit: str) -> list[str]:
+    """The `systemd-run --scope` prefix that puts a run in a transient scope."""
+    argv = ["systemd-run"]
+    if user:
+        argv.append("--user")
+    argv += ["--scope", "--quiet", "--collect", f"--unit={unit}", "--slice=reeve-lite.slice"]
+    if settings.scope_memory_max:
+        argv.append(f"--property=MemoryMax={settings.scope_memory_max}")
+    if settings.scope_cpu_quota:
+        argv.append(f"--property=CPUQuota={settings.scope_cpu_quota}")
+    argv.append(f"--property=TasksMax={settings.scope_tasks_max}")
+    return [*argv, "--"]
+
+
+def systemd_manager(env: Mapping[str, str]) -> str | None:
+    """'system' or 'user' when `systemd-run` can reach that manager, else None."""
+    if not Path("/run/systemd/system").is_dir() or shutil.which("systemd-run") is None:
+        return None
+    if os.geteuid() == 0:
+        return "system" if Path("/run/systemd/private").exists() else None
+    runtime = env.get("XDG_RUNTIME_DIR")
+    if runtime and Path(runtime, "systemd", "private").exists():
+        return "user"
+    return None
+
+
+def agent_environment(
+    base: Mapping[str, str], *, pulse_id: int, attempt_id: int, socket: Path
+) -> dict[str, str]:
+    """The agent's environment: the daemon's, less unit variables and secrets,
+    plus the pulse it runs for and the socket to reach the daemon."""
+    env = {
+        k: v for k, v in base.items() if k not in _UNIT_VARIABLES and k not in _SECRET_VARIABLES
+    }
+    env["REEVE_PULSE_ID"] = str(pulse_id)
+    env["REEVE_ATTEMPT_ID"] = str(attempt_id)
+    env["REEVE_LITE_SOCKET"] = str(socket)
+    return env
+
+
+def kill_tree(pgid: int, sig: int = signal.SIGKILL) -> bool:
+    """Signal a whole process group; False when it is already gone."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        log.warning("not allowed to signal process group %d", pgid)
+        return False
+    return True
+
+
+def process_runs_attempt(pid: int, attempt_id: int) -> bool:
+    """True when process `pid` exists and was started for `attempt_id` (its
+    environment says so), so that a reused pid is never killed by mistake."""
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
+    return f"REEVE_ATTEMPT_ID={attempt_id}".encode() in environ.split(b"\0")
+
+
+class Executor:
+    """Starts agent runs as the settings say (plain or in a systemd scope)."""
+
+    def __init__(self, settings: Settings, *, env: Mapping[str, str] | None = None) -> None:
+        self.settings = settings
+        self._env = dict(os.environ if env is None else env)
+        manager = systemd_manager(self._env) if settings.executor != "off" else None
+        if settings.executor == "on" and manager is None:
+            raise RuntimeError(
+                "REEVE_LITE_EXECUTOR=on but no systemd manager answers here "
+                "(not booted with systemd, or no user manager); use auto or off"
+            )
+        self.manager = manager
+
+    @property
+    def mode(self) -> str:
+        """'scope' when runs go into transient systemd scopes, else 'plain'."""
+        return "scope" if self.manager else "plain"
+
+    async def run(
+        self,
+        *,
+        pulse_id: int,
+        attempt_id: int,
+        number: int,
+        prompt: str,
+        sticky_notes: Sequence[str],
+        session_id: str | None,
+        stop: asyncio.Event,
+        on_spawn: Callable[[int, float], Awaitable[None]],
+    ) -> RunReport:
+        """Run the agent for one attempt until it exits, times out or `stop` is set.
+
+        `on_spawn(pid, epoch)` is awaited right after the process started.
+        """
+        s = self.settings
+        argv = agent_argv(s.agent_command, compose_prompt(prompt, sticky_notes), session_id)
+        if self.manager:
+            unit = f"reeve-pulse-{pulse_id}-{number}.scope"
+            argv = scope_argv(s, user=self.manager == "user", unit=unit) + argv
+        env = agent_environment(self._env, pulse_id=pulse_id, attempt_id=attempt_id,
+                                socket=s.socket)
+        s.desk.mkdir(parents=True, exist_ok=True)
+        started = time.time()
+        t0 = time.monotonic()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                cwd=s.desk,
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            reason = _spawn_error(argv[0] if not self.manager else s.agent_command[0], exc)
+            return RunReport(started, 0, None, True, reason, StreamState(), "")
+        spawned = time.time()
+        await on_spawn(proc.pid, spawned)
+        assert proc.stdout is not None
+        stream = StreamState()
+        tail = bytearray()
+        reader = asyncio.create_task(self._read(proc.stdout, stream, tail))
+        waiter = asyncio.create_task(proc.wait())
+        stopper = asyncio.create_task(stop.wait())
+        timed_out = stopped = False
+        try:
+            done, _ = await asyncio.wait(
+                {waiter, stopper}, timeout=s.agent_timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            if waiter not in done:
+                timed_out = stopper not in done
+                stopped = not timed_out
+                await self._terminate(proc.pid, waiter)
+        finally:
+            stopper.cancel()
+            # Whatever the leader left behind in its group goes with it.
+            kill_tree(proc.pid)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(reader), timeout=2.0)
+            reader.cancel()
+            if not waiter.done():
+                await self._terminate(proc.pid, waiter)
+        code = proc.returncode
+        duration_ms = int((time.monotonic() - t0) * 1000)
+        tail_text = tail.decode("utf-8", "replace")
+        error = _judge(code, stream, tail_text, timed_out=timed_out, stopped=stopped,
+                       timeout=s.agent_timeout)
+        return RunReport(
+            started_at=spawned,
+            duration_ms=duration_ms,
+            exit_code=code,
+            failed=error is not None,
+            error=error,
+            stream=stream,
+            output_tail=tail_text,
+            timed_out=timed_out,
+            stopped=stopped,
+        )
+
+    async def _terminate(self, pgid: int, waiter: asyncio.Task[int]) -> None:
+        kill_tree(pgid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), timeout=KILL_GRACE)
+        except TimeoutError:
+            kill_tree(pgid, signal.SIGKILL)
+            await waiter
+
+    async def _read(self, pipe: asyncio.StreamReader, stream: StreamState, tail: bytearray) -> None:
+        cap = self.settings.output_tail_bytes
+        pending = bytearray()
+        oversized = False
+        while chunk := await pipe.read(READ_CHUNK):
+            tail += chunk
+            if len(tail) > cap:
+                del tail[: len(tail) - cap]
+            pending += chunk
+            *lines, rest = pending.split(b"\n")
+            for line in lines:
+                if not oversized:
+                    stream.feed(line)
+                oversized = False
+            pending = bytearray(rest)
+            if len(pending) > MAX_LINE:
+                # Skip the rest of this line; memory stays bounded.
+                pending.clear()
+                oversized = True
+        if pending and not oversized:
+            stream.feed(bytes(pending))
+
+
+def _spawn_error(program: str, exc: OSError) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return (f"agent command not found: {program!r} "
+                "(install it or set REEVE_LITE_AGENT_COMMAND)")
+    if isinstance(exc, PermissionError):
+        return f"agent command not executable: {program!r} ({exc.strerror})"
+    return f"cannot start the agent {program!r}: {exc.strerror or exc}"
+
+
+def _judge(
+    code: int | None,
+    stream: StreamState,
+    tail: str,
+    *,
+    timed_out: bool,
+    stopped: bool,
+    timeout: float,
+) -> str | None:
+    """The failure reason of a finished run, or None when it succeeded."""
+    detail = "; ".join(stream.errors) if stream.errors else _last_line(tail)
+    if timed_out:
+        return f"timed out after {timeout:g}s; the run's process group was killed"
+    if stopped:
+        return "stopped: the daemon shut down before the run ended"
+    if code is None:
+        return "the agent's exit status is unknown"
+    if code < 0:
+        name = signal.Signals(-code).name if -code in signal.Signals.__members__.values() else code
+        return f"agent killed by signal {name}" + (f": {detail}" if detail else "")
+    if code != 0:
+        return f"agent exited with status {code}" + (f": {detail}" if detail else "")
+    if stream.is_error:
+        text = detail or stream.result or "no detail"
+        return f"agent reported an error: {text}"
+    return None
+
+
+def _last_line(text: str) -> str:
+    for line in reversed(text.strip().splitlines()):
+        line = line.strip()
+        if line and not line.startswith("{"):
+            return line[:500]
+    return ""

@@ -1,0 +1,221 @@
+"""Enums and the pydantic models of the REST API's bodies and answers.
+
+The store keeps one canonical form of each enum: a priority is stored as its
+rank (0 = critical … 4 = deferred) so that "priority order" is an indexed
+integer sort, a status as its lowercase name.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+
+class Priority(enum.StrEnum):
+    """Dispatch order: critical first, deferred last."""
+
+    CRITICAL = "critical"
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+    DEFERRED = "deferred"
+
+    @property
+    def rank(self) -> int:
+        """The stored integer: lower runs first."""
+        return _PRIORITY_ORDER.index(self)
+
+    @classmethod
+    def from_rank(cls, rank: int) -> Priority:
+        """The priority stored as `rank`."""
+        return _PRIORITY_ORDER[rank]
+
+
+_PRIORITY_ORDER: tuple[Priority, ...] = tuple(Priority)
+
+
+class Status(enum.StrEnum):
+    """Life of a pulse: pending → processing → completed | failed; cancelled by a user."""
+
+    PENDING = "pending"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+SOURCE_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
+# A session id is passed to the agent as `--resume ID`: it must never look like a flag.
+SESSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=64, strip_whitespace=True)]
+Note = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PulseCreate(_Strict):
+    """Body of `POST /api/pulse/trigger`."""
+
+    prompt: str = Field(min_length=1, description="What the agent is asked to do.")
+    scheduled_at: str = Field(
+        default="now",
+        min_length=1,
+        max_length=200,
+        description="When: 'now', 'in 5 minutes', 'tomorrow at 9am', 'monday 9am', "
+        "'at 17:30', or ISO 8601 (without an offset it is in the daemon's time zone).",
+    )
+    priority: Priority = Field(default=Priority.HIGH)
+    source: str = Field(default="api", pattern=SOURCE_PATTERN, description="Who created it.")
+    tags: list[Tag] = Field(default_factory=list, max_length=32)
+    session_id: str | None = Field(
+        default=None, pattern=SESSION_PATTERN, description="Agent session to resume."
+    )
+    sticky_notes: list[Note] = Field(
+        default_factory=list, max_length=20, description="Reminders appended to the prompt."
+    )
+    max_retries: int | None = Field(default=None, ge=0, le=100)
+    cron: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="5-field cron expression for a recurring pulse, e.g. '30 9 * * 1-5'.",
+    )
+    timezone: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="IANA zone of the cron expression (default: the daemon's zone).",
+    )
+    idempotency_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="A second create with the same key returns the first pulse.",
+    )
+
+    @field_validator("prompt", "sticky_notes")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        # A NUL cannot travel in an argv string; refuse it rather than cut the prompt.
+        texts = value if isinstance(value, list) else [value]
+        if any("\x00" in text for text in texts):
+            raise ValueError("must not contain NUL characters")
+        return value
+
+
+class Reschedule(_Strict):
+    """Body of `POST /api/pulse/{id}/reschedule`."""
+
+    scheduled_at: str = Field(min_length=1, max_length=200, description="New time, as in create.")
+
+
+class Attempt(BaseModel):
+    """One execution of a pulse."""
+
+    attempt_id: int
+    number: int = Field(description="1 for the first run of this pulse, then 2, 3 …")
+    started_at: datetime
+    finished_at: datetime | None
+    exit_code: int | None
+    duration_ms: int | None
+    session_id: str | None
+    is_error: bool = Field(description="True when the attempt failed; `error` says why.")
+    error: str | None
+    result: str | None
+    output_tail: str | None
+    cost_usd: float | None
+    num_turns: int | None
+    pid: int | None = Field(default=None, description="Agent process (or scope leader) id.")
+
+
+
+class Pulse(BaseModel):
+    """A pulse as the API shows it."""
+
+    pulse_id: int
+    scheduled_at: datetime
+    prompt: str
+    priority: Priority
+    status: Status
+    source: str
+    tags: list[str]
+    session_id: str | None
+    sticky_notes: list[str]
+    retry_count: int
+    max_retries: int
+    cron: str | None
+    timezone: str | None
+    idempotency_key: str | None
+    created_at: datetime
+    updated_at: datetime
+    last_error: str | None
+    attempts: list[Attempt] | None = Field(
+        default=None, description="Present when one pulse is fetched."
+    )
+
+
+
+class PulseList(BaseModel):
+    """A page of pulses."""
+
+    pulses: list[Pulse]
+    total: int = Field(description="How many match, over all pages.")
+    limit: int
+    offset: int
+
+
+class Health(BaseModel):
+    """Answer of `GET /api/health`."""
+
+    ok: bool
+    version: str
+
+
+class RunningAttempt(BaseModel):
+    """A pulse that is being executed now."""
+
+    pulse_id: int
+    attempt_id: int
+    started_at: datetime
+    pid: int | None
+
+
+
+class StatusOut(BaseModel):
+    """Answer of `GET /api/status`."""
+
+    version: str
+    uptime_s: float
+    counts: dict[Status, int]
+    next_due_at: datetime | None
+    next_due_pulse_id: int | None
+    running: list[RunningAttempt]
+    max_concurrent: int
+    executor: str = Field(description="'scope' (systemd-run) or 'plain'.")
+    last_error: str | None
+
+
+
+class ErrorBody(BaseModel):
+    """What went wrong; `field` names the offending input when there is one."""
+
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorOut(BaseModel):
+    """Every error answer: `{"error": {"code", "message", "field"}}`."""
+
+    error: ErrorBody
+
+
+def dump(model: BaseModel) -> dict[str, Any]:
+    """The JSON-ready form of a model."""
+    return model.model_dump(mode="json")

@@ -1,0 +1,272 @@
+"""The scheduler: sleep exactly until the next pulse is due, claim, run, record.
+
+There is no polling interval. The loop asks the store for the earliest due
+time, sleeps until then (at most `max_sleep`, so a wall-clock jump or a
+suspend is noticed), and any change made through the API wakes it at once.
+Due pulses are claimed in priority order up to `max_concurrent`; each claim
+runs in a task of its own and ends with one transaction that closes the
+attempt and decides the pulse's next state (completed, retried with
+backoff, re-armed at its next cron occurrence, or failed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from reeve_lite.config import Settings
+from reeve_lite.executor import Executor, RunReport, kill_tree, process_runs_attempt
+from reeve_lite.models import Pulse, Status
+from reeve_lite.recurrence import load_zone, next_occurrence
+from reeve_lite.store import Claim, Outcome, Store
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """The current instant, aware, in UTC."""
+    return datetime.now(UTC)
+
+
+def retry_delay(retry_count: int, *, base: float, cap: float) -> float:
+    """Seconds before the next try after `retry_count` earlier retries: base·2^n, capped."""
+    return min(base * 2 ** min(retry_count, 62), cap)
+
+
+@dataclass(frozen=True)
+class NextState:
+    """Where a pulse goes after an attempt."""
+
+    status: Status
+    scheduled_at: datetime | None
+    retry_count: int
+
+
+def _rearm(pulse: Pulse, now: datetime) -> NextState:
+    assert pulse.cron is not None
+    zone = load_zone(pulse.timezone or "UTC")
+    return NextState(Status.PENDING, next_occurrence(pulse.cron, zone, now), 0)
+
+
+def after_success(pulse: Pulse, now: datetime) -> NextState:
+    """A one-off pulse is completed; a recurring one is re-armed at its next occurrence."""
+    if pulse.cron:
+        return _rearm(pulse, now)
+    return NextState(Status.COMPLETED, None, pulse.retry_count)
+
+
+def after_failure(pulse: Pulse, now: datetime, *, delay: float) -> NextState:
+    """Retry after `delay` seconds while retries remain; then a one-off pulse has
+    failed and a recurring one gives up this occurrence and waits for the next."""
+    if pulse.retry_count < pulse.max_retries:
+        return NextState(Status.PENDING, now + timedelta(seconds=delay), pulse.retry_count + 1)
+    if pulse.cron:
+        return _rearm(pulse, now)
+    return NextState(Status.FAILED, None, pulse.retry_count)
+
+
+@dataclass
+class Run:
+    """An attempt in progress."""
+
+    pulse_id: int
+    attempt_id: int
+    started_at: datetime
+    task: asyncio.Task[None]
+    pid: int | None = None
+
+
+class Scheduler:
+    """Owns the timer and the running attempts of one daemon."""
+
+    def __init__(
+        self, store: Store, executor: Executor, settings: Settings, *, clock: Clock = utc_now
+    ) -> None:
+        self.store = store
+        self.executor = executor
+        self.settings = settings
+        self.clock = clock
+        self.runs: dict[int, Run] = {}
+        self.last_error: str | None = None
+        self._wake = asyncio.Event()
+        self._stop_runs = asyncio.Event()
+        self._closing = False
+
+    def wake(self) -> None:
+        """Re-arm the timer now (after a create, cancel or reschedule, or a finished run)."""
+        self._wake.set()
+
+    async def recover(self) -> int:
+        """Close attempts left open by a crash, as failed attempts whose pulses are
+        retried at once (a retry is counted, so a pulse that crashes the daemon
+        cannot loop forever). An orphaned agent still running is killed first."""
+        now = self.clock()
+        recovered = 0
+        for running in await self.store.running():
+            attempt = running.attempt
+            note = ""
+            if attempt.pid and process_runs_attempt(attempt.pid, attempt.attempt_id):
+                kill_tree(attempt.pid)
+                note = "; its orphaned agent process group was killed"
+            state = after_failure(running.pulse, now, delay=0)
+            error = f"interrupted: the daemon stopped while this attempt ran{note}"
+            await self.store.finish(
+                attempt.attempt_id,
+                Outcome(
+                    finished_at=now,
+                    exit_code=None,
+                    duration_ms=int((now - attempt.started_at).total_seconds() * 1000),
+                    is_error=True,
+                    error=error,
+                    status=state.status,
+                    scheduled_at=state.scheduled_at,
+                    retry_count=state.retry_count,
+                ),
+            )
+            log.warning(
+                "pulse=%d attempt=%d recovered after a crash: %s, now %s",
+                running.pulse.pulse_id,
+                attempt.number,
+                error,
+                state.status,
+            )
+            recovered += 1
+        for pulse in await self.store.orphaned_processing():
+            await self.store.requeue(pulse.pulse_id, now=now, error="claim without an attempt")
+            log.warning("pulse=%d was processing without an attempt; requeued", pulse.pulse_id)
+            recovered += 1
+        return recovered
+
+    async def run(self) -> None:
+        """The loop: claim what is due, then sleep until the next due time or a wake."""
+        while not self._closing:
+            self._wake.clear()
+            now = self.clock()
+            free = self.settings.max_concurrent - len(self.runs)
+            timeout: float | None = None
+            try:
+                for claim in await self.store.claim_due(now, free):
+                    self._start(claim)
+                if len(self.runs) < self.settings.max_concurrent:
+                    nxt = await self.store.next_due()
+                    if nxt is not None:
+                        timeout = max(0.0, (nxt.scheduled_at - self.clock()).total_seconds())
+            except sqlite3.Error as exc:
+                self.last_error = f"database: {exc}"
+                log.error("scheduler cannot read the queue: %s; trying again in 1s", exc)
+                timeout = 1.0
+            if timeout is not None:
+                if timeout == 0:
+                    continue
+                # Re-check the wall clock now and then: a jump or a suspend
+                # does not move the monotonic timer asyncio sleeps on.
+                timeout = min(timeout, self.settings.max_sleep)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    def _start(self, claim: Claim) -> None:
+        task = asyncio.create_task(self._execute(claim), name=f"pulse-{claim.pulse.pulse_id}")
+        self.runs[claim.attempt_id] = Run(
+            claim.pulse.pulse_id, claim.attempt_id, self.clock(), task
+        )
+
+    async def _execute(self, claim: Claim) -> None:
+        pulse = claim.pulse
+        run = self.runs[claim.attempt_id]
+
+        async def spawned(pid: int, epoch: float) -> None:
+            run.pid = pid
+            run.started_at = datetime.fromtimestamp(epoch, UTC)
+            late_ms = (epoch - pulse.scheduled_at.timestamp()) * 1000
+            log.info(
+                "pulse=%d attempt=%d started pid=%d (%.1f ms after due, %s)",
+                pulse.pulse_id, claim.number, pid, late_ms, self.executor.mode,
+            )
+            await self.store.mark_started(claim.attempt_id, pid=pid, started_at=run.started_at)
+
+        try:
+            report = await self.executor.run(
+                pulse_id=pulse.pulse_id,
+                attempt_id=claim.attempt_id,
+                number=claim.number,
+                prompt=pulse.prompt,
+                sticky_notes=pulse.sticky_notes,
+                session_id=pulse.session_id,
+                stop=self._stop_runs,
+                on_spawn=spawned,
+            )
+            await self._record(claim, report)
+        except Exception as exc:
+            # The attempt stays open and is recovered at the next start.
+            self.last_error = f"pulse {pulse.pulse_id}: {exc}"
+            log.exception("pulse=%d attempt=%d could not be recorded", pulse.pulse_id, claim.number)
+        finally:
+            del self.runs[claim.attempt_id]
+            self.wake()
+
+    async def _record(self, claim: Claim, report: RunReport) -> None:
+        pulse = claim.pulse
+        now = self.clock()
+        if report.stopped:
+            # Not the pulse's fault: it runs again first thing after the restart.
+            state = NextState(Status.PENDING, now, pulse.retry_count)
+        elif report.failed:
+            delay = retry_delay(
+                pulse.retry_count, base=self.settings.retry_base, cap=self.settings.retry_max
+            )
+            state = after_failure(pulse, now, delay=delay)
+        else:
+            state = after_success(pulse, now)
+        stream = report.stream
+        await self.store.finish(
+            claim.attempt_id,
+            Outcome(
+                finished_at=now,
+                exit_code=report.exit_code,
+                duration_ms=report.duration_ms,
+                is_error=report.failed,
+                error=report.error,
+                session_id=stream.session_id,
+                result=stream.result,
+                output_tail=report.output_tail or None,
+                cost_usd=stream.cost_usd,
+                num_turns=stream.num_turns,
+                status=state.status,
+                scheduled_at=state.scheduled_at,
+                retry_count=state.retry_count,
+            ),
+        )
+        if report.failed:
+            self.last_error = f"pulse {pulse.pulse_id}: {report.error}"
+            when = f" at {state.scheduled_at:%Y-%m-%d %H:%M:%S}Z" if state.scheduled_at else ""
+            log.warning(
+                "pulse=%d attempt=%d failed: %s; now %s%s",
+                pulse.pulse_id, claim.number, report.error, state.status, when,
+            )
+        else:
+            log.info(
+                "pulse=%d attempt=%d succeeded in %d ms (session %s); now %s",
+                pulse.pulse_id, claim.number, report.duration_ms, stream.session_id, state.status,
+            )
+
+    async def close(self, grace: float) -> None:
+        """Stop claiming; give running attempts `grace` seconds, then stop them
+        (their trees are killed and the attempts recorded as stopped)."""
+        self._closing = True
+        self.wake()
+        tasks = [run.task for run in self.runs.values()]
+        if not tasks:
+            return
+        log.info("waiting up to %gs for %d running attempt(s)", grace, len(tasks))
+        _, still = await asyncio.wait(tasks, timeout=grace)
+        if still:
+            log.warning("stopping %d attempt(s) still running after %gs", len(still), grace)
+            self._stop_runs.set()
+            await asyncio.wait(still)

@@ -1,0 +1,555 @@
+"""The SQLite store: every SQL statement of reeve-lite lives in this module.
+
+One connection (aiosqlite, autocommit mode) owned by the daemon, the only
+writer. WAL journal with `synchronous=FULL`, so a commit that returned has
+reached the disk and an acknowledged request survives a crash or power loss.
+Every change goes through `_transaction()` (`BEGIN IMMEDIATE` … `COMMIT`).
+Times are REAL epoch seconds (UTC); priorities their integer rank; lists JSON.
+The schema is versioned with `PRAGMA user_version`; `MIGRATIONS` holds the
+forward steps, applied in order at open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from reeve_lite.models import Attempt, Priority, Pulse, Status
+
+# Each entry moves the schema one version forward; never edit a released step.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # 1: pulses and their attempts.
+    (
+        """CREATE TABLE pulses (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            scheduled_at REAL NOT NULL,
+            prompt TEXT NOT NULL,
+            priority INTEGER NOT NULL CHECK (priority BETWEEN 0 AND 4),
+            status TEXT NOT NULL CHECK (status IN
+                ('pending', 'processing', 'completed', 'failed', 'cancelled')),
+            source TEXT NOT NULL,
+            tags TEXT NOT NULL DEFAULT '[]',
+            session_id TEXT,
+            sticky_notes TEXT NOT NULL DEFAULT '[]',
+            retry_count INTEGER NOT NULL DEFAULT 0,
+            max_retries INTEGER NOT NULL DEFAULT 3,
+            cron TEXT,
+            timezone TEXT,
+            idempotency_key TEXT UNIQUE,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        )""",
+        """CREATE TABLE attempts (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            pulse_id INTEGER NOT NULL REFERENCES pulses(id) ON DELETE CASCADE,
+            number INTEGER NOT NULL,
+            started_at REAL NOT NULL,
+            finished_at REAL,
+            exit_code INTEGER,
+            duration_ms INTEGER,
+            session_id TEXT,
+            is_error INTEGER NOT NULL DEFAULT 0,
+            error TEXT,
+            result TEXT,
+            output_tail TEXT,
+            cost_usd REAL,
+            num_turns INTEGER
+        )""",
+        "CREATE INDEX pulses_pending_due ON pulses(scheduled_at) WHERE status = 'pending'",
+        "CREATE INDEX pulses_status ON pulses(status, id)",
+        "CREATE UNIQUE INDEX attempts_pulse ON attempts(pulse_id, number)",
+    ),
+    # 2: remember the agent process of an attempt, so that recovery after a
+    # crash can stop an orphaned run; keep the last error on the pulse.
+    (
+        "ALTER TABLE attempts ADD COLUMN pid INTEGER",
+        "ALTER TABLE pulses ADD COLUMN last_error TEXT",
+        "CREATE INDEX attempts_running ON attempts(id) WHERE finished_at IS NULL",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+BUSY_TIMEOUT_MS = 5000
+MAX_ATTEMPTS_SHOWN = 50
+
+
+class StoreError(Exception):
+    """A store operation that cannot be done; subclasses say why."""
+
+
+class NotFound(StoreError):
+    """No pulse with that id."""
+
+
+class NotPending(StoreError):
+    """The pulse exists but is no longer pending (its status is in the message)."""
+
+    def __init__(self, pulse_id: int, status: Status) -> None:
+        super().__init__(f"pulse {pulse_id} is {status}, only a pending pulse can be changed")
+        self.status = status
+
+
+class SchemaTooNew(StoreError):
+    """The database was written by a newer reeve-lite."""
+
+
+@dataclass(frozen=True)
+class NewPulse:
+    """A validated pulse to insert."""
+
+    prompt: str
+    scheduled_at: datetime
+    priority: Priority = Priority.NORMAL
+    source: str = "api"
+    tags: Sequence[str] = ()
+    session_id: str | None = None
+    sticky_notes: Sequence[str] = ()
+    max_retries: int = 3
+    cron: str | None = None
+    timezone: str | None = None
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A pulse moved to `processing`, with the attempt opened for it."""
+
+    pulse: Pulse
+    attempt_id: int
+    number: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an attempt ended and what becomes of its pulse."""
+
+    finished_at: datetime
+    exit_code: int | None
+    duration_ms: int
+    is_error: bool
+    error: str | None = None
+    session_id: str | None = None
+    result: str | None = None
+    output_tail: str | None = None
+    cost_usd: float | None = None
+    num_turns: int | None = None
+    # The pulse afterwards:
+    status: Status = Status.COMPLETED
+    scheduled_at: datetime | None = None
+    retry_count: int | None = None
+
+
+@dataclass(frozen=True)
+class Running:
+    """An attempt that has not finished, with its pulse."""
+
+    pulse: Pulse
+    attempt: Attempt
+
+
+@dataclass(frozen=True)
+class NextDue:
+    """The earliest pending pulse."""
+
+    pulse_id: int
+    scheduled_at: datetime
+    priority: Priority
+
+
+def _ts(value: datetime) -> float:
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to the store")
+    return value.timestamp()
+
+
+def _dt(value: float) -> datetime:
+    return datetime.fromtimestamp(value, UTC)
+
+
+def _pulse(row: sqlite3.Row) -> Pulse:
+    return Pulse(
+        pulse_id=row["id"],
+        scheduled_at=_dt(row["scheduled_at"]),
+        prompt=row["prompt"],
+        priority=Priority.from_rank(row["priority"]),
+        status=Status(row["status"]),
+        source=row["source"],
+        tags=json.loads(row["tags"]),
+        session_id=row["session_id"],
+        sticky_notes=json.loads(row["sticky_notes"]),
+        retry_count=row["retry_count"],
+        max_retries=row["max_retries"],
+        cron=row["cron"],
+        timezone=row["timezone"],
+        idempotency_key=row["idempotency_key"],
+        created_at=_dt(row["created_at"]),
+        updated_at=_dt(row["updated_at"]),
+        last_error=row["last_error"],
+    )
+
+
+def _attempt(row: sqlite3.Row) -> Attempt:
+    finished = row["finished_at"]
+    return Attempt(
+        attempt_id=row["id"],
+        number=row["number"],
+        started_at=_dt(row["started_at"]),
+        finished_at=None if finished is None else _dt(finished),
+        exit_code=row["exit_code"],
+        duration_ms=row["duration_ms"],
+        session_id=row["session_id"],
+        is_error=bool(row["is_error"]),
+        error=row["error"],
+        result=row["result"],
+        output_tail=row["output_tail"],
+        cost_usd=row["cost_usd"],
+        num_turns=row["num_turns"],
+        pid=row["pid"],
+    )
+
+
+class Store:
+    """The pulse database. Open with `await Store.open(path)`; close when done."""
+
+    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+        self._db = db
+        self.path = path
+        # One connection: statements of concurrent coroutines must not interleave
+        # inside another's transaction.
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: Path, *, migrate_to: int = SCHEMA_VERSION) -> Store:
+        """Open (creating if needed) the database at `path` and bring its schema up to date."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            db.row_factory = sqlite3.Row
+            await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            async with db.execute("PRAGMA journal_mode = WAL") as cur:
+                row = await cur.fetchone()
+            if row is None or str(row[0]).lower() != "wal":
+                raise StoreError(f"{path}: cannot switch the database to WAL mode")
+            await db.execute("PRAGMA synchronous = FULL")
+            await db.execute("PRAGMA foreign_keys = ON")
+            store = cls(db, path)
+            await store._migrate(migrate_to)
+        except BaseException:
+            await db.close()
+            raise
+        return store
+
+    async def close(self) -> None:
+        """Close the connection (pending writes are already committed)."""
+        await self._db.close()
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._lock:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+            await self._db.execute("COMMIT")
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._lock:
+            yield self._db
+
+    async def schema_version(self) -> int:
+        """The `user_version` of the open database."""
+        async with self._read() as db, db.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def _migrate(self, target: int) -> None:
+        current = await self.schema_version()
+        if current > SCHEMA_VERSION:
+            raise SchemaTooNew(
+                f"{self.path} has schema version {current}, newer than this reeve-lite "
+                f"understands ({SCHEMA_VERSION}); upgrade reeve-lite"
+            )
+        for version in range(current + 1, target + 1):
+            async with self._transaction() as db:
+                for statement in MIGRATIONS[version - 1]:
+                    await db.execute(statement)
+                await db.execute(f"PRAGMA user_version = {version}")
+
+    async def integrity_check(self) -> str:
+        """SQLite's own verdict on the file: 'ok' when sound."""
+        async with self._read() as db, db.execute("PRAGMA integrity_check") as cur:
+            row = await cur.fetchone()
+        return str(row[0]) if row else "no answer"
+
+    async def ping(self) -> None:
+        """A cheap query that proves the connection answers."""
+        async with self._read() as db, db.execute("SELECT 1") as cur:
+            await cur.fetchone()
+
+    # --- pulses
+
+    async def create(self, new: NewPulse, *, now: datetime) -> tuple[Pulse, bool]:
+        """Insert `new`; returns (pulse, created). With a known idempotency key,
+        returns the earlier pulse and created=False instead of inserting."""
+        async with self._transaction() as db:
+            if new.idempotency_key is not None:
+                async with db.execute(
+                    "SELECT * FROM pulses WHERE idempotency_key = ?", (new.idempotency_key,)
+                ) as cur:
+                    row = await cur.fetchone()
+                if row is not None:
+                    return _pulse(row), False
+            stamp = _ts(now)
+            async with db.execute(
+                """INSERT INTO pulses (scheduled_at, prompt, priority, status, source, tags,
+                    session_id, sticky_notes, max_retries, cron, timezone, idempotency_key,
+                    created_at, updated_at)
+                VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *""",
+                (
+                    _ts(new.scheduled_at),
+                    new.prompt,
+                    new.priority.rank,
+                    new.source,
+                    json.dumps(list(new.tags)),
+                    new.session_id,
+                    json.dumps(list(new.sticky_notes)),
+                    new.max_retries,
+                    new.cron,
+                    new.timezone,
+                    new.idempotency_key,
+                    stamp,
+                    stamp,
+                ),
+            ) as cur:
+                row = await cur.fetchone()
+        assert row is not None
+        return _pulse(row), True
+
+    async def get(self, pulse_id: int, *, attempts: int = MAX_ATTEMPTS_SHOWN) -> Pulse:
+        """The pulse with its latest `attempts` attempts, oldest first; NotFound if none."""
+        async with self._read() as db:
+            async with db.execute("SELECT * FROM pulses WHERE id = ?", (pulse_id,)) as cur:
+                row = await cur.fetchone()
+            if row is None:
+                raise NotFound(f"no pulse {pulse_id}")
+            async with db.execute(
+                "SELECT * FROM attempts WHERE pulse_id = ? ORDER BY number DESC LIMIT ?",
+                (pulse_id, attempts),
+            ) as cur:
+                attempt_rows = await cur.fetchall()
+        pulse = _pulse(row)
+        pulse.attempts = [_attempt(r) for r in reversed(list(attempt_rows))]
+        return pulse
+
+    async def list(
+        self, *, status: Status | None, limit: int, offset: int
+    ) -> tuple[list[Pulse], int]:
+        """A page of pulses and the total that match. Pending and processing pulses
+        come in due order; the others newest first."""
+        where, params = ("WHERE status = ?", [str(status)]) if status else ("", [])
+        order = (
+            "scheduled_at, id"
+            if status in (Status.PENDING, Status.PROCESSING)
+            else "id DESC"
+        )
+        async with self._read() as db:
+            async with db.execute(
+                f"SELECT * FROM pulses {where} ORDER BY {order} LIMIT ? OFFSET ?",  # noqa: S608
+                (*params, limit, offset),
+            ) as cur:
+                rows = await cur.fetchall()
+            async with db.execute(f"SELECT COUNT(*) FROM pulses {where}", params) as cur:  # noqa: S608
+                total_row = await cur.fetchone()
+        return [_pulse(r) for r in rows], int(total_row[0]) if total_row else 0
+
+    async def upcoming(self, limit: int) -> list[Pulse]:
+        """Pending pulses, earliest due first."""
+        async with self._read() as db, db.execute(
+            "SELECT * FROM pulses WHERE status = 'pending' ORDER BY scheduled_at, id LIMIT ?",
+            (limit,),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [_pulse(r) for r in rows]
+
+    async def _change_pending(
+        self, pulse_id: int, sql: str, params: Sequence[Any], now: datetime
+    ) -> Pulse:
+        async with self._transaction() as db:
+            async with db.execute(
+                f"UPDATE pulses SET {sql}, updated_at = ? "  # noqa: S608 - fixed fragments
+                "WHERE id = ? AND status = 'pending' RETURNING *",
+                (*params, _ts(now), pulse_id),
+            ) as cur:
+                row = await cur.fetchone()
+            if row is None:
+                async with db.execute("SELECT status FROM pulses WHERE id = ?", (pulse_id,)) as cur:
+                    found = await cur.fetchone()
+                if found is None:
+                    raise NotFound(f"no pulse {pulse_id}")
+                raise NotPending(pulse_id, Status(found["status"]))
+        return _pulse(row)
+
+    async def cancel(self, pulse_id: int, *, now: datetime) -> Pulse:
+        """Cancel a pending pulse; NotFound or NotPending otherwise."""
+        return await self._change_pending(pulse_id, "status = 'cancelled'", (), now)
+
+    async def reschedule(self, pulse_id: int, when: datetime, *, now: datetime) -> Pulse:
+        """Move a pending pulse to `when`; NotFound or NotPending otherwise."""
+        return await self._change_pending(pulse_id, "scheduled_at = ?", (_ts(when),), now)
+
+    async def next_due(self) -> NextDue | None:
+        """The earliest pending pulse, or None when nothing is pending."""
+        async with self._read() as db, db.execute(
+            "SELECT id, scheduled_at, priority FROM pulses WHERE status = 'pending' "
+            "ORDER BY scheduled_at LIMIT 1"
+        ) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        return NextDue(row["id"], _dt(row["scheduled_at"]), Priority.from_rank(row["priority"]))
+
+    async def counts(self) -> dict[Status, int]:
+        """How many pulses are in each status (every status present, zeros included)."""
+        async with self._read() as db, db.execute(
+            "SELECT status, COUNT(*) FROM pulses GROUP BY status"
+        ) as cur:
+            rows = await cur.fetchall()
+        counts = dict.fromkeys(Status, 0)
+        counts.update({Status(r[0]): int(r[1]) for r in rows})
+        return counts
+
+    # --- the scheduler's side
+
+    async def claim_due(self, now: datetime, limit: int) -> list[Claim]:
+        """Move up to `limit` due pending pulses to `processing`, in priority then due
+        order, and open an attempt for each, in one transaction."""
+        if limit <= 0:
+            return []
+        stamp = _ts(now)
+        claims: list[Claim] = []
+        async with self._transaction() as db:
+            async with db.execute(
+                "SELECT * FROM pulses WHERE status = 'pending' AND scheduled_at <= ? "
+                "ORDER BY priority, scheduled_at, id LIMIT ?",
+                (stamp, limit),
+            ) as cur:
+                rows = await cur.fetchall()
+            for row in rows:
+                await db.execute(
+                    "UPDATE pulses SET status = 'processing', updated_at = ? WHERE id = ?",
+                    (stamp, row["id"]),
+                )
+                async with db.execute(
+                    """INSERT INTO attempts (pulse_id, number, started_at)
+                    VALUES (?, (SELECT COALESCE(MAX(number), 0) + 1 FROM attempts
+                                WHERE pulse_id = ?), ?)
+                    RETURNING id, number""",
+                    (row["id"], row["id"], stamp),
+                ) as cur:
+                    attempt = await cur.fetchone()
+                assert attempt is not None
+                pulse = _pulse(row)
+                pulse.status = Status.PROCESSING
+                claims.append(Claim(pulse, attempt["id"], attempt["number"]))
+        return claims
+
+    async def mark_started(self, attempt_id: int, *, pid: int, started_at: datetime) -> None:
+        """Record the agent's process and the instant it was spawned."""
+        async with self._transaction() as db:
+            await db.execute(
+                "UPDATE attempts SET pid = ?, started_at = ? WHERE id = ?",
+                (pid, _ts(started_at), attempt_id),
+            )
+
+    async def finish(self, attempt_id: int, outcome: Outcome) -> bool:
+        """Close the attempt and move its pulse as `outcome` says, in one transaction.
+
+        Returns False (and changes nothing) when the attempt was already closed:
+        a late finish never overwrites a newer decision.
+        """
+        async with self._transaction() as db:
+            async with db.execute(
+                """UPDATE attempts SET finished_at = ?, exit_code = ?, duration_ms = ?,
+                    session_id = ?, is_error = ?, error = ?, result = ?, output_tail = ?,
+                    cost_usd = ?, num_turns = ?
+                WHERE id = ? AND finished_at IS NULL RETURNING pulse_id""",
+                (
+                    _ts(outcome.finished_at),
+                    outcome.exit_code,
+                    outcome.duration_ms,
+                    outcome.session_id,
+                    int(outcome.is_error),
+                    outcome.error,
+                    outcome.result,
+                    outcome.output_tail,
+                    outcome.cost_usd,
+                    outcome.num_turns,
+                    attempt_id,
+                ),
+            ) as cur:
+                row = await cur.fetchone()
+            if row is None:
+                return False
+            sets = ["status = ?", "updated_at = ?", "last_error = ?"]
+            params: list[Any] = [str(outcome.status), _ts(outcome.finished_at), outcome.error]
+            if outcome.scheduled_at is not None:
+                sets.append("scheduled_at = ?")
+                params.append(_ts(outcome.scheduled_at))
+            if outcome.retry_count is not None:
+                sets.append("retry_count = ?")
+                params.append(outcome.retry_count)
+            if outcome.session_id is not None:
+                # The next run of the pulse resumes the conversation it started.
+                sets.append("session_id = ?")
+                params.append(outcome.session_id)
+            await db.execute(
+                f"UPDATE pulses SET {', '.join(sets)} WHERE id = ? AND status = 'processing'",  # noqa: S608
+                (*params, row["pulse_id"]),
+            )
+        return True
+
+    async def running(self) -> list[Running]:
+        """Attempts without an end (after a crash: the ones to recover)."""
+        async with self._read() as db:
+            async with db.execute(
+                "SELECT * FROM attempts WHERE finished_at IS NULL ORDER BY id"
+            ) as cur:
+                attempt_rows = await cur.fetchall()
+            found: list[Running] = []
+            for arow in attempt_rows:
+                async with db.execute(
+                    "SELECT * FROM pulses WHERE id = ?", (arow["pulse_id"],)
+                ) as cur:
+                    prow = await cur.fetchone()
+                if prow is not None:
+                    found.append(Running(_pulse(prow), _attempt(arow)))
+        return found
+
+    async def orphaned_processing(self) -> list[Pulse]:
+        """Pulses in `processing` with no open attempt (should not exist; repaired at start)."""
+        async with self._read() as db, db.execute(
+            "SELECT * FROM pulses WHERE status = 'processing' AND NOT EXISTS "
+            "(SELECT 1 FROM attempts a WHERE a.pulse_id = pulses.id AND a.finished_at IS NULL)"
+        ) as cur:
+            rows = await cur.fetchall()
+        return [_pulse(r) for r in rows]
+
+    async def requeue(self, pulse_id: int, *, now: datetime, error: str) -> None:
+        """Put a `processing` pulse back to pending, due now (repair of a lost claim)."""
+        async with self._transaction() as db:
+            await db.execute(
+                "UPDATE pulses SET status = 'pending', scheduled_at = ?, updated_at = ?, "
+                "last_error = ? WHERE id = ? AND status = 'processing'",
+                (_ts(now), _ts(now), error, pulse_id),
+            )
