@@ -1,0 +1,46 @@
+# reeve-lite: `make run` starts the daemon, `make test` runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+
+.PHONY: venv run test test-slow lint format bench clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -m venv $(VENV) || { echo "cannot create a virtualenv: install python3-venv (apt-get install python3-venv)"; exit 1; }
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+venv: $(STAMP)
+
+# The daemon on its embedded defaults. Without `hapi` on PATH, the echo agent
+# stands in so that a pulse can be watched end to end.
+run: $(STAMP)
+	@if [ -z "$$REEVE_LITE_AGENT_COMMAND" ] && ! command -v hapi >/dev/null; then \
+	  echo "hapi not found: pulses run the echo agent (set REEVE_LITE_AGENT_COMMAND to change)"; \
+	  export REEVE_LITE_AGENT_COMMAND="$(abspath $(BIN))/reeve-lite echo-agent"; \
+	fi; exec $(BIN)/reeve-lite serve
+
+# The fast tier; pytest's "no tests collected" (5) is not a failure.
+test: $(STAMP)
+	@$(BIN)/pytest -q; rc=$$?; [ $$rc -eq 5 ] && { echo "no tests collected"; rc=0; }; exit $$rc
+
+# Tests that wait on real time (cron minute boundaries).
+test-slow: $(STAMP)
+	@$(BIN)/pytest -q -m slow; rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
+
+lint: $(STAMP)
+	$(BIN)/ruff check reeve_lite tests bench
+	$(BIN)/ruff format --check reeve_lite tests bench
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff format reeve_lite tests bench
+	$(BIN)/ruff check --fix reeve_lite tests bench
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.lateness
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

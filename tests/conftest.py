@@ -1,0 +1,186 @@
+"""Fixtures: a real daemon as a subprocess, on a temporary socket and TCP port,
+running the fake agent in `fake_hapi.py`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reeve_lite.client import Client, DaemonUnreachable
+
+FAKE_HAPI = Path(__file__).with_name("fake_hapi.py")
+TOKEN = "test-token-5f3a9c"
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class FakeAgent:
+    """The fake agent's command and what it recorded."""
+
+    directory: Path
+
+    @property
+    def command(self) -> str:
+        return shlex.join([sys.executable, str(FAKE_HAPI)])
+
+    def calls(self) -> list[dict[str, Any]]:
+        path = self.directory / "calls.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture
+def fake_agent(tmp_path: Path) -> FakeAgent:
+    return FakeAgent(tmp_path / "agent")
+
+
+def clean_env() -> dict[str, str]:
+    """The test process's environment without any REEVE_LITE_* or systemd variables."""
+    return {
+        k: v for k, v in os.environ.items()
+        if not k.startswith(("REEVE_LITE_", "NOTIFY_SOCKET", "LISTEN_", "WATCHDOG_"))
+    }
+
+
+@dataclass
+class Daemon:
+    """A daemon subprocess and the ways to reach it."""
+
+    tmp: Path
+    agent: FakeAgent
+    settings: dict[str, str]
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    logs: list[str] = field(default_factory=list)
+
+    @property
+    def socket(self) -> Path:
+        return self.tmp / "run" / "api.sock"
+
+    @property
+    def db(self) -> Path:
+        return self.tmp / "state" / "reeve.db"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        env = clean_env()
+        env.update(
+            REEVE_LITE_DB=str(self.db),
+            REEVE_LITE_SOCKET=str(self.socket),
+            REEVE_LITE_LISTEN=f"127.0.0.1:{self.port}",
+            REEVE_LITE_API_TOKEN=TOKEN,
+            REEVE_LITE_AGENT_COMMAND=self.agent.command,
+            REEVE_LITE_DESK=str(self.tmp / "desk"),
+            REEVE_LITE_TIMEZONE="Europe/Berlin",
+            REEVE_LITE_RETRY_BASE="0.2s",
+            REEVE_LITE_EXECUTOR="off",
+            REEVE_LITE_SHUTDOWN_GRACE="2s",
+            REEVE_LITE_LOG_LEVEL="debug",
+            FAKE_HAPI_DIR=str(self.agent.directory),
+        )
+        env.update(self.settings)
+        return env
+
+    def start(self) -> Daemon:
+        log = open(self.tmp / f"daemon-{len(self.logs)}.log", "wb")  # noqa: SIM115
+        self.logs.append(log.name)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "reeve_lite.cli", "serve"],
+            env=self.env(), stdout=log, stderr=subprocess.STDOUT,
+        )
+        log.close()
+
+        def up() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited {self.proc.returncode}:\n{self.log()}")
+            try:
+                self.client().health()
+            except DaemonUnreachable:
+                return False
+            return True
+
+        wait_for(up, 15, "the daemon to answer")
+        return self
+
+    def client(self, **kwargs: Any) -> Client:
+        return Client(socket_path=self.socket, **kwargs)
+
+    def tcp_client(self, token: str | None = TOKEN) -> Client:
+        return Client(socket_path=self.socket, url=self.url, token=token)
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def log(self) -> str:
+        return "".join(Path(name).read_text(errors="replace") for name in self.logs)
+
+    def wait_pulse(self, pulse_id: int, status: str, timeout: float = 15.0) -> dict[str, Any]:
+        def reached() -> dict[str, Any] | None:
+            pulse = self.client().get(pulse_id)
+            return pulse if pulse["status"] == status else None
+
+        return wait_for(reached, timeout, f"pulse {pulse_id} to be {status}")  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def make_daemon(tmp_path: Path, fake_agent: FakeAgent) -> Iterator[Callable[..., Daemon]]:
+    started: list[Daemon] = []
+
+    def make(**settings: str) -> Daemon:
+        daemon = Daemon(tmp_path / f"d{len(started)}", fake_agent, settings)
+        daemon.tmp.mkdir()
+        started.append(daemon)
+        return daemon.start()
+
+    yield make
+    for daemon in started:
+        daemon.stop()
+
+
+@pytest.fixture
+def daemon(make_daemon: Callable[..., Daemon]) -> Daemon:
+    return make_daemon()
