@@ -1,0 +1,132 @@
+"""The `reeve-lite` command as a user runs it: real subprocesses, a real daemon."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import Daemon, clean_env
+
+
+def cli(*args: str, daemon: Daemon | None = None, env: dict[str, str] | None = None,
+        ) -> subprocess.CompletedProcess[str]:
+    full = clean_env()
+    if daemon is not None:
+        full["REEVE_LITE_SOCKET"] = str(daemon.socket)
+    full.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "reeve_lite.cli", *args], env=full, capture_output=True,
+        text=True, timeout=30,
+    )
+
+
+def test_schedule_list_show_reschedule_cancel(daemon: Daemon) -> None:
+    done = cli("schedule", "in 2 hours", "Water the plants", "--priority", "low",
+               "--note", "the balcony too", "--tag", "home", "--json", daemon=daemon)
+    assert done.returncode == 0, done.stderr
+    pulse = json.loads(done.stdout)
+    assert pulse["source"] == "cli"
+    assert pulse["priority"] == "low"
+    assert pulse["sticky_notes"] == ["the balcony too"]
+    assert pulse["tags"] == ["home"]
+    pid = str(pulse["pulse_id"])
+
+    listing = cli("list", daemon=daemon)
+    assert listing.returncode == 0
+    assert "Water the plants" in listing.stdout
+    assert "1 shown of 1" in listing.stdout
+
+    moved = cli("reschedule", pid, "tomorrow at 9am", daemon=daemon)
+    assert moved.returncode == 0
+    assert f"pulse {pid} rescheduled: pending" in moved.stdout
+
+    shown = cli("show", pid, daemon=daemon, env={"REEVE_LITE_TIMEZONE": "Europe/Berlin"})
+    assert "reminder: the balcony too" in shown.stdout
+    assert "09:00:00" in shown.stdout  # 9am in the daemon's zone, shown in the same zone
+
+    cancelled = cli("cancel", pid, daemon=daemon)
+    assert cancelled.returncode == 0
+    assert "cancelled" in cancelled.stdout
+    again = cli("cancel", pid, daemon=daemon)
+    assert again.returncode == 2
+    assert "only a pending pulse can be changed" in again.stderr
+
+
+def test_show_prints_attempts_and_status_summarises(daemon: Daemon) -> None:
+    created = json.loads(cli("schedule", "now", "say hi", "--json", daemon=daemon).stdout)
+    daemon.wait_pulse(created["pulse_id"], "completed")
+    shown = cli("show", str(created["pulse_id"]), daemon=daemon)
+    assert "attempt 1: ok" in shown.stdout
+    assert "$0.0123" in shown.stdout
+    assert "result: done: say hi" in shown.stdout
+    status = cli("status", daemon=daemon)
+    assert status.returncode == 0
+    assert "pulses: 1 completed" in status.stdout
+    as_json = json.loads(cli("status", "--json", daemon=daemon).stdout)
+    assert as_json["counts"]["completed"] == 1
+
+
+def test_bad_input_exits_2_with_the_reason(daemon: Daemon) -> None:
+    done = cli("schedule", "whenever", "x", daemon=daemon)
+    assert done.returncode == 2
+    assert "cannot understand time 'whenever'" in done.stderr
+    assert "(scheduled_at)" in done.stderr
+    done = cli("schedule", "now", "x", "--priority", "urgent", daemon=daemon)
+    assert done.returncode == 2
+    assert "invalid choice: 'urgent'" in done.stderr
+    done = cli("schedule", "now", "x", "--cron", "every day", daemon=daemon)
+    assert done.returncode == 2
+    assert "(cron)" in done.stderr
+    done = cli("show", "999", daemon=daemon)
+    assert done.returncode == 2
+    assert "no pulse 999" in done.stderr
+
+
+def test_unreachable_daemon_exits_1_and_says_how_to_start_it(tmp_path: Path) -> None:
+    done = cli("status", env={"REEVE_LITE_SOCKET": str(tmp_path / "none.sock")})
+    assert done.returncode == 1
+    assert "cannot reach the daemon" in done.stderr
+    assert "reeve-lite serve" in done.stderr
+
+
+def test_invalid_setting_exits_2_naming_the_variable() -> None:
+    done = cli("status", env={"REEVE_LITE_MAX_CONCURRENT": "lots"})
+    assert done.returncode == 2
+    assert "REEVE_LITE_MAX_CONCURRENT='lots'" in done.stderr
+    done = cli("status", env={"REEVE_LITE_MAX_CONCURENT": "2"})
+    assert done.returncode == 2
+    assert "unknown setting REEVE_LITE_MAX_CONCURENT" in done.stderr
+
+
+def test_serve_flag_overrides_and_is_validated(tmp_path: Path) -> None:
+    done = cli("serve", "--max-concurrent", "0", "--db", str(tmp_path / "db"))
+    assert done.returncode == 2
+    assert "invalid --max-concurrent='0'" in done.stderr
+
+
+def test_config_hides_the_token() -> None:
+    done = cli("config", env={"REEVE_LITE_API_TOKEN": "s3cret-value"})
+    assert done.returncode == 0
+    assert "s3cret-value" not in done.stdout
+    assert "REEVE_LITE_API_TOKEN=(set)" in done.stdout
+    assert "REEVE_LITE_MAX_CONCURRENT=1" in done.stdout
+
+
+def test_help_lists_the_commands() -> None:
+    done = cli("--help")
+    assert done.returncode == 0
+    for command in ("serve", "schedule", "list", "show", "cancel", "reschedule", "status"):
+        assert command in done.stdout
+
+
+def test_echo_agent_speaks_stream_json() -> None:
+    done = cli("echo-agent", "--print", "--output-format", "stream-json", "--verbose",
+               "--resume", "abc-123", "--", "-v is not a flag here")
+    assert done.returncode == 0
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [e["type"] for e in events] == ["system", "assistant", "result"]
+    assert events[0]["session_id"] == "abc-123"
+    assert events[-1]["result"] == "Echo: -v is not a flag here"
+    assert events[-1]["is_error"] is False
