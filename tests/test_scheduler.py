@@ -1,0 +1,178 @@
+"""Scheduler arithmetic with an injected clock, and the loop in-process against a
+real store and the fake agent (time advanced by the clock, not by sleeping)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from reeve_lite.config import Settings, load_settings
+from reeve_lite.executor import Executor
+from reeve_lite.models import Priority, Pulse, Status
+from reeve_lite.scheduler import Scheduler, after_failure, after_success, retry_delay
+from reeve_lite.store import NewPulse, Store
+from tests.conftest import FakeAgent
+
+NOW = datetime(2026, 11, 25, 12, 0, 30, tzinfo=UTC)
+
+
+def pulse(**kw) -> Pulse:  # type: ignore[no-untyped-def]
+    fields = dict(
+        pulse_id=1, scheduled_at=NOW, prompt="p", priority=Priority.NORMAL,
+        status=Status.PROCESSING, source="api", tags=[], session_id=None, sticky_notes=[],
+        retry_count=0, max_retries=3, cron=None, timezone=None, idempotency_key=None,
+        created_at=NOW, updated_at=NOW, last_error=None,
+    )
+    fields.update(kw)
+    return Pulse(**fields)
+
+
+@pytest.mark.parametrize(
+    ("retries", "seconds"), [(0, 60), (1, 120), (2, 240), (3, 480), (5, 1920), (6, 3600),
+                             (40, 3600), (10_000, 3600)],
+)
+def test_retry_delay_doubles_from_the_base_up_to_the_cap(retries: int, seconds: float) -> None:
+    assert retry_delay(retries, base=60, cap=3600) == seconds
+
+
+def test_success_completes_a_one_off_pulse() -> None:
+    state = after_success(pulse(retry_count=2), NOW)
+    assert (state.status, state.scheduled_at, state.retry_count) == (Status.COMPLETED, None, 2)
+
+
+def test_success_rearms_a_recurring_pulse_in_its_zone() -> None:
+    # 09:30 on weekdays in Berlin; NOW is Wednesday 13:00 Berlin, so next is Thursday.
+    state = after_success(pulse(cron="30 9 * * 1-5", timezone="Europe/Berlin", retry_count=2),
+                          NOW)
+    assert state.status is Status.PENDING
+    assert state.scheduled_at == datetime(2026, 11, 26, 8, 30, tzinfo=UTC)
+    assert state.retry_count == 0
+
+
+def test_failure_retries_after_the_delay_until_max_retries() -> None:
+    state = after_failure(pulse(retry_count=1, max_retries=3), NOW, delay=120)
+    assert (state.status, state.scheduled_at, state.retry_count) == (
+        Status.PENDING, NOW + timedelta(seconds=120), 2)
+    exhausted = after_failure(pulse(retry_count=3, max_retries=3), NOW, delay=120)
+    assert (exhausted.status, exhausted.scheduled_at) == (Status.FAILED, None)
+    never = after_failure(pulse(retry_count=0, max_retries=0), NOW, delay=60)
+    assert never.status is Status.FAILED
+
+
+def test_exhausted_recurring_pulse_waits_for_its_next_occurrence() -> None:
+    state = after_failure(pulse(retry_count=3, max_retries=3, cron="0 * * * *", timezone="UTC"),
+                          NOW, delay=60)
+    assert (state.status, state.scheduled_at, state.retry_count) == (
+        Status.PENDING, datetime(2026, 11, 25, 13, 0, tzinfo=UTC), 0)
+
+
+@dataclass
+class Clock:
+    now: datetime
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@dataclass
+class Loop:
+    store: Store
+    scheduler: Scheduler
+    clock: Clock
+    agent: FakeAgent
+
+
+def settings_for(tmp: Path, agent: FakeAgent, **extra: str) -> Settings:
+    env = {
+        "REEVE_LITE_DB": str(tmp / "db"), "REEVE_LITE_SOCKET": str(tmp / "sock"),
+        "REEVE_LITE_AGENT_COMMAND": agent.command, "REEVE_LITE_DESK": str(tmp / "desk"),
+        "REEVE_LITE_EXECUTOR": "off", "REEVE_LITE_TIMEZONE": "UTC",
+    }
+    env.update(extra)
+    return load_settings(env)
+
+
+@pytest.fixture
+async def loop(tmp_path: Path, fake_agent: FakeAgent, monkeypatch: pytest.MonkeyPatch,
+               ) -> AsyncIterator[Loop]:
+    monkeypatch.setenv("FAKE_HAPI_DIR", str(fake_agent.directory))
+    settings = settings_for(tmp_path, fake_agent)
+    store = await Store.open(settings.db)
+    clock = Clock(NOW)
+    scheduler = Scheduler(store, Executor(settings), settings, clock=clock)
+    task = asyncio.create_task(scheduler.run())
+    yield Loop(store, scheduler, clock, fake_agent)
+    await scheduler.close(grace=5)
+    task.cancel()
+    await store.close()
+
+
+async def wait_until(check, timeout: float = 10.0):  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not (value := await check()):
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+    return value
+
+
+async def test_recurring_pulse_fires_twice(loop: Loop) -> None:
+    created, _ = await loop.store.create(
+        NewPulse(prompt="tick", scheduled_at=NOW, cron="*/5 * * * *", timezone="UTC"), now=NOW
+    )
+    loop.scheduler.wake()
+
+    async def attempts(n: int) -> Pulse | None:
+        p = await loop.store.get(created.pulse_id)
+        done = [a for a in p.attempts or [] if a.finished_at]
+        return p if len(done) >= n and p.status is Status.PENDING else None
+
+    first = await wait_until(lambda: attempts(1))
+    assert first.scheduled_at == datetime(2026, 11, 25, 12, 5, tzinfo=UTC)
+    # Not due yet: nothing more happens until the clock reaches 12:05.
+    loop.scheduler.wake()
+    await asyncio.sleep(0.3)
+    assert len(loop.agent.calls()) == 1
+    loop.clock.now = datetime(2026, 11, 25, 12, 5, 0, 200_000, tzinfo=UTC)
+    loop.scheduler.wake()
+    second = await wait_until(lambda: attempts(2))
+    assert second.scheduled_at == datetime(2026, 11, 25, 12, 10, tzinfo=UTC)
+    assert [a.is_error for a in second.attempts or []] == [False, False]
+    assert len(loop.agent.calls()) == 2
+
+
+async def test_the_loop_sleeps_until_due_without_claiming_early(loop: Loop) -> None:
+    created, _ = await loop.store.create(
+        NewPulse(prompt="later", scheduled_at=NOW + timedelta(minutes=10)), now=NOW
+    )
+    loop.scheduler.wake()
+    await asyncio.sleep(0.3)
+    assert (await loop.store.get(created.pulse_id)).status is Status.PENDING
+    loop.clock.now = NOW + timedelta(minutes=10)
+    loop.scheduler.wake()
+
+    async def done() -> bool:
+        return (await loop.store.get(created.pulse_id)).status is Status.COMPLETED
+
+    await wait_until(done)
+
+
+async def test_close_stops_a_running_attempt_after_the_grace(loop: Loop) -> None:
+    created, _ = await loop.store.create(NewPulse(prompt="[sleep 30]", scheduled_at=NOW), now=NOW)
+    loop.scheduler.wake()
+
+    async def started() -> bool:
+        return bool(loop.agent.calls())
+
+    await wait_until(started)
+    await loop.scheduler.close(grace=0.2)
+    p = await loop.store.get(created.pulse_id)
+    assert p.status is Status.PENDING
+    assert p.retry_count == 0
+    [attempt] = p.attempts or []
+    assert attempt.error is not None and attempt.error.startswith("stopped")
+    assert loop.scheduler.runs == {}

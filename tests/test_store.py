@@ -1,0 +1,210 @@
+"""The store against real SQLite files: queries, claims, fencing and migrations."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from reeve_lite.models import Priority, Status
+from reeve_lite.store import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    NewPulse,
+    NotFound,
+    NotPending,
+    Outcome,
+    SchemaTooNew,
+    Store,
+)
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def store(tmp_path: Path):  # type: ignore[no-untyped-def]
+    s = await Store.open(tmp_path / "db" / "reeve.db")
+    yield s
+    await s.close()
+
+
+def new(prompt: str = "p", *, due: timedelta = timedelta(0), **kw) -> NewPulse:  # type: ignore[no-untyped-def]
+    return NewPulse(prompt=prompt, scheduled_at=NOW + due, **kw)
+
+
+async def test_create_and_get_round_trip_every_field(store: Store) -> None:
+    pulse, created = await store.create(
+        new("hello", due=timedelta(minutes=5), priority=Priority.CRITICAL, source="telegram",
+            tags=["a", "b"], session_id="s-1", sticky_notes=["n1"], max_retries=7,
+            cron="0 9 * * *", timezone="Europe/Berlin", idempotency_key="k"),
+        now=NOW,
+    )
+    assert created
+    got = await store.get(pulse.pulse_id)
+    assert got.model_dump(exclude={"attempts"}) == pulse.model_dump(exclude={"attempts"})
+    assert got.scheduled_at == NOW + timedelta(minutes=5)
+    assert got.scheduled_at.tzinfo is not None
+    assert (got.priority, got.status, got.source) == (Priority.CRITICAL, Status.PENDING,
+                                                      "telegram")
+    assert (got.tags, got.sticky_notes, got.max_retries) == (["a", "b"], ["n1"], 7)
+    assert (got.cron, got.timezone, got.idempotency_key) == ("0 9 * * *", "Europe/Berlin", "k")
+    assert got.attempts == []
+
+
+async def test_priority_is_stored_as_its_rank_and_status_as_its_name(store: Store) -> None:
+    await store.create(new(priority=Priority.LOW), now=NOW)
+    raw = sqlite3.connect(store.path)
+    assert raw.execute("SELECT priority, status FROM pulses").fetchone() == (3, "pending")
+    raw.close()
+
+
+async def test_idempotency_key_returns_the_first(store: Store) -> None:
+    first, created1 = await store.create(new("one", idempotency_key="x"), now=NOW)
+    second, created2 = await store.create(new("two", idempotency_key="x"), now=NOW)
+    assert (created1, created2) == (True, False)
+    assert second.pulse_id == first.pulse_id
+    assert second.prompt == "one"
+
+
+async def test_claim_takes_due_pulses_in_priority_then_due_order(store: Store) -> None:
+    ids = {}
+    for name, priority, due in [
+        ("late-critical", Priority.CRITICAL, timedelta(seconds=-1)),
+        ("early-low", Priority.LOW, timedelta(seconds=-60)),
+        ("early-high", Priority.HIGH, timedelta(seconds=-30)),
+        ("later-high", Priority.HIGH, timedelta(seconds=-10)),
+        ("future-critical", Priority.CRITICAL, timedelta(seconds=10)),
+    ]:
+        ids[name] = (await store.create(new(name, due=due, priority=priority), now=NOW))[0].pulse_id
+    first = await store.claim_due(NOW, 3)
+    assert [c.pulse.prompt for c in first] == ["late-critical", "early-high", "later-high"]
+    assert all(c.pulse.status is Status.PROCESSING and c.number == 1 for c in first)
+    rest = await store.claim_due(NOW, 10)
+    assert [c.pulse.prompt for c in rest] == ["early-low"]
+    assert await store.claim_due(NOW, 10) == []
+    assert (await store.get(ids["future-critical"])).status is Status.PENDING
+
+
+async def test_next_due_and_upcoming(store: Store) -> None:
+    assert await store.next_due() is None
+    a = (await store.create(new("a", due=timedelta(hours=2)), now=NOW))[0]
+    b = (await store.create(new("b", due=timedelta(hours=1), priority=Priority.LOW), now=NOW))[0]
+    nxt = await store.next_due()
+    assert nxt is not None
+    assert (nxt.pulse_id, nxt.scheduled_at, nxt.priority) == (b.pulse_id, b.scheduled_at,
+                                                              Priority.LOW)
+    assert [p.pulse_id for p in await store.upcoming(10)] == [b.pulse_id, a.pulse_id]
+    await store.cancel(b.pulse_id, now=NOW)
+    assert [p.pulse_id for p in await store.upcoming(10)] == [a.pulse_id]
+
+
+async def test_finish_closes_the_attempt_once(store: Store) -> None:
+    pulse = (await store.create(new(), now=NOW))[0]
+    [claim] = await store.claim_due(NOW, 1)
+    await store.mark_started(claim.attempt_id, pid=4242, started_at=NOW)
+    outcome = Outcome(finished_at=NOW + timedelta(seconds=3), exit_code=0, duration_ms=3000,
+                      is_error=False, session_id="sess", result="ok", cost_usd=0.5, num_turns=2,
+                      output_tail="tail", status=Status.COMPLETED)
+    assert await store.finish(claim.attempt_id, outcome) is True
+    late = Outcome(finished_at=NOW, exit_code=1, duration_ms=1, is_error=True, error="late",
+                   status=Status.FAILED)
+    assert await store.finish(claim.attempt_id, late) is False
+    got = await store.get(pulse.pulse_id)
+    assert got.status is Status.COMPLETED
+    assert got.session_id == "sess"
+    [attempt] = got.attempts or []
+    assert (attempt.exit_code, attempt.pid, attempt.cost_usd, attempt.error) == (0, 4242, 0.5,
+                                                                                 None)
+
+
+async def test_cancel_and_reschedule_only_pending(store: Store) -> None:
+    pulse = (await store.create(new(), now=NOW))[0]
+    with pytest.raises(NotFound):
+        await store.cancel(999, now=NOW)
+    moved = await store.reschedule(pulse.pulse_id, NOW + timedelta(days=1), now=NOW)
+    assert moved.scheduled_at == NOW + timedelta(days=1)
+    await store.claim_due(NOW + timedelta(days=2), 1)
+    with pytest.raises(NotPending) as err:
+        await store.cancel(pulse.pulse_id, now=NOW)
+    assert err.value.status is Status.PROCESSING
+
+
+async def test_list_pages_and_counts(store: Store) -> None:
+    for i in range(5):
+        await store.create(new(f"p{i}", due=timedelta(minutes=5 - i)), now=NOW)
+    page, total = await store.list(status=Status.PENDING, limit=2, offset=1)
+    assert total == 5
+    assert [p.prompt for p in page] == ["p3", "p2"]
+    everything, total = await store.list(status=None, limit=10, offset=0)
+    assert [p.prompt for p in everything] == ["p4", "p3", "p2", "p1", "p0"]  # newest first
+    counts = await store.counts()
+    assert counts[Status.PENDING] == 5
+    assert counts[Status.FAILED] == 0
+
+
+async def test_running_lists_open_attempts_for_recovery(store: Store) -> None:
+    await store.create(new(), now=NOW)
+    [claim] = await store.claim_due(NOW, 1)
+    [running] = await store.running()
+    assert running.attempt.attempt_id == claim.attempt_id
+    assert running.pulse.status is Status.PROCESSING
+    assert await store.orphaned_processing() == []
+
+
+async def test_database_is_wal_with_full_sync(store: Store) -> None:
+    raw = sqlite3.connect(store.path)
+    assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    raw.close()
+    assert await store.integrity_check() == "ok"
+    assert await store.schema_version() == SCHEMA_VERSION
+
+
+async def test_naive_datetime_is_refused(store: Store) -> None:
+    with pytest.raises(ValueError, match="naive"):
+        await store.create(NewPulse(prompt="x", scheduled_at=datetime(2026, 1, 1)), now=NOW)
+
+
+async def test_upgrade_from_schema_1_keeps_the_data(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    old = await Store.open(path, migrate_to=1)
+    assert await old.schema_version() == 1
+    await old.close()
+    # Rows as version 1 wrote them.
+    raw = sqlite3.connect(path)
+    raw.execute(
+        "INSERT INTO pulses (scheduled_at, prompt, priority, status, source, created_at, "
+        "updated_at) VALUES (?, 'from v1', 2, 'completed', 'api', ?, ?)",
+        (NOW.timestamp(), NOW.timestamp(), NOW.timestamp()),
+    )
+    raw.execute(
+        "INSERT INTO attempts (pulse_id, number, started_at, finished_at, exit_code) "
+        "VALUES (1, 1, ?, ?, 0)", (NOW.timestamp(), NOW.timestamp()),
+    )
+    raw.commit()
+    raw.close()
+
+    upgraded = await Store.open(path)
+    try:
+        assert await upgraded.schema_version() == SCHEMA_VERSION == len(MIGRATIONS)
+        pulse = await upgraded.get(1)
+        assert pulse.prompt == "from v1"
+        assert pulse.status is Status.COMPLETED
+        assert pulse.last_error is None  # added by version 2
+        [attempt] = pulse.attempts or []
+        assert attempt.pid is None  # added by version 2
+        assert attempt.exit_code == 0
+        created, _ = await upgraded.create(new("after upgrade"), now=NOW)
+        assert created.pulse_id == 2
+    finally:
+        await upgraded.close()
+
+
+async def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "future.db"
+    raw = sqlite3.connect(path)
+    raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    raw.close()
+    with pytest.raises(SchemaTooNew, match="upgrade reeve-lite"):
+        await Store.open(path)
