@@ -1,0 +1,117 @@
+"""Settings: defaults, environment, flags, secrets and clear errors."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from reeve_lite.config import SETTINGS, ConfigError, load_settings
+
+
+def test_embedded_defaults_for_a_user(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    settings = load_settings({"XDG_STATE_HOME": str(tmp_path / "s"),
+                              "XDG_RUNTIME_DIR": str(tmp_path / "r"), "TZ": "UTC"})
+    assert settings.db == tmp_path / "s" / "reeve-lite" / "reeve-lite.db"
+    assert settings.socket == tmp_path / "r" / "reeve-lite" / "api.sock"
+    assert load_settings({}).socket == Path("/tmp/reeve-lite-1000/api.sock")
+
+
+def test_embedded_defaults_for_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    settings = load_settings({})
+    assert settings.db == Path("/var/lib/reeve-lite/reeve-lite.db")
+    assert settings.socket == Path("/run/reeve-lite/api.sock")
+
+
+def test_systemd_directories_win_over_the_defaults(tmp_path: Path) -> None:
+    settings = load_settings({"STATE_DIRECTORY": "/var/lib/reeve-lite:/other",
+                              "RUNTIME_DIRECTORY": "/run/reeve-lite"})
+    assert settings.db == Path("/var/lib/reeve-lite/reeve-lite.db")
+    assert settings.socket == Path("/run/reeve-lite/api.sock")
+    assert settings.desk == Path("/var/lib/reeve-lite/desk")
+
+
+def test_defaults_of_the_scheduling_settings() -> None:
+    s = load_settings({})
+    assert (s.max_concurrent, s.max_retries, s.retry_base, s.retry_max) == (1, 3, 60.0, 3600.0)
+    assert (s.agent_timeout, s.agent_command, s.executor) == (3600.0, ("hapi",), "auto")
+    assert (s.listen, s.api_token, s.socket_mode, s.max_prompt_bytes) == (None, None, 0o600,
+                                                                          32768)
+
+
+def test_environment_values_are_parsed() -> None:
+    s = load_settings({
+        "REEVE_LITE_LISTEN": "127.0.0.1:8765",
+        "REEVE_LITE_AGENT_COMMAND": "hapi --model 'claude x'",
+        "REEVE_LITE_MAX_CONCURRENT": "4",
+        "REEVE_LITE_RETRY_BASE": "90s",
+        "REEVE_LITE_AGENT_TIMEOUT": "2h",
+        "REEVE_LITE_SOCKET_MODE": "0660",
+        "REEVE_LITE_TIMEZONE": "America/New_York",
+        "REEVE_LITE_SOCKET_REQUIRE_TOKEN": "yes",
+    })
+    assert s.listen == ("127.0.0.1", 8765)
+    assert s.agent_command == ("hapi", "--model", "claude x")
+    assert (s.max_concurrent, s.retry_base, s.agent_timeout) == (4, 90.0, 7200.0)
+    assert (s.socket_mode, s.timezone, s.socket_require_token) == (0o660, "America/New_York",
+                                                                   True)
+
+
+def test_flags_override_the_environment() -> None:
+    s = load_settings({"REEVE_LITE_MAX_CONCURRENT": "4"}, {"max_concurrent": "2"})
+    assert s.max_concurrent == 2
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("REEVE_LITE_MAX_CONCURRENT", "0", "from 1 to 64"),
+    ("REEVE_LITE_LISTEN", "8765", "HOST:PORT"),
+    ("REEVE_LITE_LISTEN", "localhost:99999", "HOST:PORT"),
+    ("REEVE_LITE_AGENT_COMMAND", "hapi 'unclosed", "cannot split"),
+    ("REEVE_LITE_AGENT_COMMAND", "   ", "expected a command"),
+    ("REEVE_LITE_TIMEZONE", "Atlantis/Capital", "IANA time zone"),
+    ("REEVE_LITE_SOCKET_MODE", "0666x", "octal"),
+    ("REEVE_LITE_SOCKET_MODE", "0200", "owner can read and write"),
+    ("REEVE_LITE_EXECUTOR", "maybe", "auto, on, off"),
+    ("REEVE_LITE_RETRY_BASE", "soon", "REEVE_LITE_RETRY_BASE"),
+    ("REEVE_LITE_RETRY_BASE", "0s", "more than 0 seconds"),
+    ("REEVE_LITE_SOCKET_REQUIRE_TOKEN", "perhaps", "true or false"),
+    ("REEVE_LITE_URL", "ftp://x", "http"),
+    ("REEVE_LITE_SOCKETT", "/x", "unknown setting REEVE_LITE_SOCKETT"),
+])
+def test_bad_values_name_the_variable(name: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings({name: value})
+    assert name in str(err.value)
+    assert message in str(err.value)
+
+
+def test_token_comes_from_file_then_credential_then_environment(tmp_path: Path) -> None:
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "api-token").write_text("from-credential\n")
+    token_file = tmp_path / "token"
+    token_file.write_text("from-file\n")
+    env = {"REEVE_LITE_API_TOKEN": "from-env", "CREDENTIALS_DIRECTORY": str(creds)}
+    assert load_settings(env).api_token == "from-credential"
+    assert load_settings(env, {"token_file": str(token_file)}).api_token == "from-file"
+    assert load_settings({"REEVE_LITE_API_TOKEN": "from-env"}).api_token == "from-env"
+
+
+def test_token_is_never_shown(tmp_path: Path) -> None:
+    settings = load_settings({"REEVE_LITE_API_TOKEN": "hunter2-secret"})
+    assert "hunter2-secret" not in repr(settings)
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(ConfigError, match="is empty"):
+        load_settings({}, {"token_file": str(tmp_path / "empty")})
+    with pytest.raises(ConfigError, match="cannot read the API token"):
+        load_settings({}, {"token_file": str(tmp_path / "missing")})
+
+
+def test_every_setting_has_help_and_a_valid_default() -> None:
+    for setting in SETTINGS:
+        assert setting.help
+        assert setting.env == "REEVE_LITE_" + setting.name.upper()
+        setting.parse(setting.default({}))
