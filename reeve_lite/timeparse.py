@@ -1,0 +1,282 @@
+"""Parse user time expressions ("when should this pulse fire?") and durations.
+
+Grammar of :func:`parse_when` (case-insensitive, surrounding whitespace ignored, internal
+whitespace collapsed):
+
+* ``now``
+* ``[in] DURATION``: ``in 5 minutes``, ``2h``, ``in 1h30m``. The duration needs a unit here,
+  because a bare number ("in 30", "9") could mean seconds, minutes or a clock time.
+* ``[at] TIME``: today at TIME, or tomorrow if TIME has already passed (exactly now is today).
+* ``today [at] TIME|PERIOD`` and ``this PERIOD``: an error once that time has passed.
+* ``tomorrow [[at] TIME|PERIOD]``: bare ``tomorrow`` means tomorrow at 09:00.
+* ``tonight``: today at 22:00, or tomorrow at 22:00 once 22:00 has passed.
+* ``[on] [next] WEEKDAY [[at] TIME|PERIOD]``: bare weekday means 09:00. Without ``next`` it
+  is the first such weekday and time not in the past, which may be today; with ``next`` it
+  is strictly after today (on a Monday ``next monday`` is in 7 days, on a Wednesday
+  ``next friday`` is still the day after tomorrow).
+* ISO 8601 date or date-time: with ``Z`` or an offset it is absolute; without one it is a
+  wall-clock time in ``tz``; a date alone is local midnight. Past instants are returned
+  as given, the caller decides what that means.
+
+TIME is ``9am``, ``9 am``, ``9:30pm``, ``12am`` (00:00), ``12pm`` (12:00), ``noon``,
+``midnight``, ``14:30`` or ``14:30:15``. PERIOD is ``morning`` (08:00), ``afternoon``
+(14:00), ``evening`` (18:00) or ``night`` (22:00). Dates like "tomorrow" are counted on
+the local calendar, so "tomorrow 9am" is 09:00 local even across a DST change.
+
+Wall-clock times are resolved with ``fold=0``: a time that occurs twice when clocks go
+back means its first occurrence, and a time skipped when clocks go forward moves forward
+by the size of the gap (02:30 on the spring-forward day in Europe/Berlin is 03:30 CEST).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+__all__ = ["TimeParseError", "format_duration", "parse_duration", "parse_when"]
+
+
+class TimeParseError(ValueError):
+    """A time or duration string that cannot be understood; str() is a user-facing message."""
+
+
+_MAX_INPUT_CHARS = 200
+_MAX_QUOTE_CHARS = 60
+_MAX_SECONDS = timedelta(days=36525).total_seconds()  # 100 years
+
+_WHEN_HINT = (
+    "use 'now', 'in 5 minutes' / '2h', 'tomorrow at 9am', 'tonight', 'at 17:30', "
+    "'monday 9am', or ISO 8601 like '2026-12-01T09:00:00Z'"
+)
+_DURATION_HINT = "use e.g. '30s', '90 seconds', '5m', '1.5h', '1h30m', '3 days' or '1 week'"
+
+_UNIT_SECONDS = {
+    **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), 1),
+    **dict.fromkeys(("m", "min", "mins", "minute", "minutes"), 60),
+    **dict.fromkeys(("h", "hr", "hrs", "hour", "hours"), 3600),
+    **dict.fromkeys(("d", "day", "days"), 86400),
+    **dict.fromkeys(("w", "wk", "wks", "week", "weeks"), 604800),
+}
+_NUMBER = r"(?:\d+(?:\.\d+)?|\.\d+)"
+_NUMBER_RE = re.compile(_NUMBER, re.ASCII)
+# Longest unit names first so that "5 mins" is read as one component, and the lookahead
+# stops "5 ms" from being read as "5 m" followed by garbage.
+_COMPONENT_RE = re.compile(
+    rf"(?P<amount>{_NUMBER}) ?(?P<unit>{'|'.join(sorted(_UNIT_SECONDS, key=len, reverse=True))})"
+    r"(?![a-z]) ?",
+    re.ASCII,
+)
+
+_AMPM_RE = re.compile(r"(?P<hour>\d{1,2})(?::(?P<minute>\d{2}))? ?(?P<ampm>am|pm)", re.ASCII)
+_24H_RE = re.compile(r"(?P<hour>\d{1,2}):(?P<minute>\d{2})(?::(?P<second>\d{2}))?", re.ASCII)
+_ISO_START_RE = re.compile(r"\d{4}-\d{2}-\d{2}(?:$|[t ])", re.ASCII)
+
+_WEEKDAYS = {
+    **dict.fromkeys(("monday", "mon"), 0),
+    **dict.fromkeys(("tuesday", "tue", "tues"), 1),
+    **dict.fromkeys(("wednesday", "wed"), 2),
+    **dict.fromkeys(("thursday", "thu", "thur", "thurs"), 3),
+    **dict.fromkeys(("friday", "fri"), 4),
+    **dict.fromkeys(("saturday", "sat"), 5),
+    **dict.fromkeys(("sunday", "sun"), 6),
+}
+_WEEKDAY_RE = re.compile(
+    rf"(?:on )?(?P<next>next )?(?P<day>{'|'.join(_WEEKDAYS)})(?: (?P<rest>.+))?", re.ASCII
+)
+_PERIODS = {"morning": time(8), "afternoon": time(14), "evening": time(18), "night": time(22)}
+_DEFAULT_TIME = time(9)
+_ONE_DAY = timedelta(days=1)
+
+
+def parse_when(text: str, *, now: datetime, tz: ZoneInfo) -> datetime:
+    """Return the UTC, timezone-aware instant that `text` names (see the module docstring).
+
+    `now` must be aware; `tz` is the user's zone for wall-clock forms and offset-less ISO.
+    """
+    if now.utcoffset() is None:
+        raise ValueError("now must be a timezone-aware datetime")
+    norm = _normalise(text, "time", _WHEN_HINT)
+    try:
+        return _parse_when(norm, text, now, tz).astimezone(UTC)
+    except OverflowError as exc:
+        # Dates near year 1 or 9999 fall off the end of datetime's range.
+        raise TimeParseError(f"time {_quote(text)} is out of range") from exc
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration like "30", "30s", "90 seconds", "5m", "1.5h", "3 days", "1h30m".
+
+    A bare number is seconds. Empty, negative or over 100 years is an error.
+    """
+    norm = _normalise(text, "duration", _DURATION_HINT)
+    body = norm.removeprefix("-").lstrip()
+    seconds = float(body) if _NUMBER_RE.fullmatch(body) else _duration_seconds(body)
+    if seconds is None:
+        raise TimeParseError(f"cannot understand duration {_quote(text)}: {_DURATION_HINT}")
+    if body != norm:
+        raise TimeParseError(f"duration {_quote(text)} is negative")
+    if seconds > _MAX_SECONDS:
+        raise TimeParseError(f"duration {_quote(text)} is longer than 100 years")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """Short human form with the two largest units: 0s, 45s, 4m12s, 2h5m, 3d4h."""
+    total = round(seconds)
+    sign = "-" if total < 0 else ""
+    days, rest = divmod(abs(total), 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    units = [(days, "d"), (hours, "h"), (minutes, "m"), (secs, "s")]
+    first = next((i for i, (value, _) in enumerate(units) if value), None)
+    if first is None:
+        return "0s"
+    return sign + "".join(f"{value}{unit}" for value, unit in units[first : first + 2] if value)
+
+
+def _normalise(text: str, kind: str, hint: str) -> str:
+    if len(text) > _MAX_INPUT_CHARS:
+        raise TimeParseError(
+            f"{kind} {_quote(text)} is too long (over {_MAX_INPUT_CHARS} characters)"
+        )
+    norm = " ".join(text.lower().split())
+    if not norm:
+        raise TimeParseError(f"empty {kind}: {hint}")
+    return norm
+
+
+def _quote(text: str) -> str:
+    # Collapsing whitespace and repr() keep the message on one line whatever the input holds.
+    shown = " ".join(text.split())
+    if len(shown) > _MAX_QUOTE_CHARS:
+        shown = shown[:_MAX_QUOTE_CHARS] + "…"
+    return repr(shown)
+
+
+def _duration_seconds(spec: str) -> float | None:
+    """Seconds in a normalised duration whose every component has a unit, else None."""
+    total = 0.0
+    pos = 0
+    while pos < len(spec):
+        match = _COMPONENT_RE.match(spec, pos)
+        if match is None:
+            return None
+        total += float(match["amount"]) * _UNIT_SECONDS[match["unit"]]
+        pos = match.end()
+    return total if pos else None
+
+
+def _parse_when(norm: str, text: str, now: datetime, tz: ZoneInfo) -> datetime:
+    # Aware arithmetic and comparisons within one tzinfo work on wall time, so use UTC.
+    now = now.astimezone(UTC)
+    today = now.astimezone(tz).date()
+    if norm == "now":
+        return now
+    if _ISO_START_RE.match(norm):
+        return _parse_iso(norm, text, tz)
+
+    relative = norm.removeprefix("in ")
+    seconds = _duration_seconds(relative)
+    if seconds is not None:
+        if seconds > _MAX_SECONDS:
+            raise TimeParseError(f"time {_quote(text)} is too far in the future (over 100 years)")
+        return now + timedelta(seconds=seconds)
+    if relative.startswith("-") and _duration_seconds(relative[1:].lstrip()) is not None:
+        raise TimeParseError(f"time {_quote(text)} is in the past")
+
+    if norm == "tonight":
+        at = _wall(today, _PERIODS["night"], tz)
+        return at if at >= now else _wall(today + _ONE_DAY, _PERIODS["night"], tz)
+
+    head, _, rest = norm.partition(" ")
+    if head == "this" and rest in _PERIODS:
+        head = "today"
+    if head == "today":
+        at = _wall(today, _clock_or_period(rest, text, default=None), tz)
+        if at < now:
+            raise TimeParseError(f"time {_quote(text)} is in the past")
+        return at
+    if head == "tomorrow":
+        return _wall(today + _ONE_DAY, _clock_or_period(rest, text, _DEFAULT_TIME), tz)
+
+    weekday = _WEEKDAY_RE.fullmatch(norm)
+    if weekday is not None:
+        clock = _clock_or_period(weekday["rest"] or "", text, _DEFAULT_TIME)
+        offset = (_WEEKDAYS[weekday["day"]] - today.weekday()) % 7
+        if weekday["next"]:
+            offset = offset or 7
+        at = _wall(today + timedelta(days=offset), clock, tz)
+        # Only possible when offset is 0: today's slot is gone, so take next week's.
+        return at if at >= now else _wall(today + timedelta(days=7), clock, tz)
+
+    time_of_day = _parse_clock(norm.removeprefix("at "), text)
+    if time_of_day is None:
+        raise _not_understood(text, norm)
+    at = _wall(today, time_of_day, tz)
+    return at if at >= now else _wall(today + _ONE_DAY, time_of_day, tz)
+
+
+def _parse_iso(norm: str, text: str, tz: ZoneInfo) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(norm.upper())
+    except ValueError as exc:
+        raise TimeParseError(
+            f"cannot understand time {_quote(text)}: not a valid ISO 8601 date or date-time"
+        ) from exc
+    if parsed.utcoffset() is None:
+        return _wall(parsed.date(), parsed.time(), tz)
+    return parsed.astimezone(UTC)
+
+
+def _wall(day: date, clock: time, tz: ZoneInfo) -> datetime:
+    """The UTC instant of a local wall-clock time.
+
+    With fold=0 zoneinfo reads a repeated time as its first occurrence and a skipped time
+    with the offset in force before the gap, which lands it after the gap by the gap's size.
+    """
+    return datetime.combine(day, clock).replace(tzinfo=tz).astimezone(UTC)
+
+
+def _clock_or_period(rest: str, text: str, default: time | None) -> time:
+    rest = rest.removeprefix("at ")
+    if not rest:
+        if default is None:
+            raise TimeParseError(
+                f"cannot understand time {_quote(text)}: say when, e.g. 'today at 17:30'"
+            )
+        return default
+    if rest in _PERIODS:
+        return _PERIODS[rest]
+    clock = _parse_clock(rest, text)
+    if clock is None:
+        raise _not_understood(text, rest)
+    return clock
+
+
+def _parse_clock(spec: str, text: str) -> time | None:
+    """The time of day `spec` names, None if it is not shaped like one."""
+    if spec == "noon":
+        return time(12)
+    if spec == "midnight":
+        return time(0)
+    if match := _AMPM_RE.fullmatch(spec):
+        hour, minute = int(match["hour"]), int(match["minute"] or 0)
+        if 1 <= hour <= 12 and minute <= 59:
+            return time(hour % 12 + (12 if match["ampm"] == "pm" else 0), minute)
+    elif match := _24H_RE.fullmatch(spec):
+        hour, minute, second = int(match["hour"]), int(match["minute"]), int(match["second"] or 0)
+        if hour <= 23 and minute <= 59 and second <= 59:
+            return time(hour, minute, second)
+    else:
+        return None
+    raise TimeParseError(f"cannot understand time {_quote(text)}: {spec!r} is not a time of day")
+
+
+def _not_understood(text: str, fragment: str) -> TimeParseError:
+    if _NUMBER_RE.fullmatch(fragment.removeprefix("in ").removeprefix("at ")):
+        return TimeParseError(
+            f"cannot understand time {_quote(text)}: a bare number is ambiguous, "
+            "write 'in 30 minutes', '9am' or '09:00'"
+        )
+    return TimeParseError(f"cannot understand time {_quote(text)}: {_WHEN_HINT}")
