@@ -145,9 +145,7 @@ async def _body(request: web.Request, model: type[BaseModel], ctx: Context) -> A
         raise ApiError(422, "invalid_field", message, where) from None
 
 
-def _int_param(
-    request: web.Request, name: str, *, default: int | None, low: int, high: int
-) -> int:
+def _int_param(request: web.Request, name: str, *, default: int | None, low: int, high: int) -> int:
     raw = request.match_info.get(name) or request.query.get(name)
     if raw is None:
         if default is None:
@@ -245,7 +243,10 @@ async def trigger(request: web.Request, ctx: Context) -> web.Response:
         ctx.scheduler.wake()
         log.info(
             "pulse=%d created by %s, due %s, priority %s",
-            pulse.pulse_id, pulse.source, pulse.scheduled_at.isoformat(), pulse.priority,
+            pulse.pulse_id,
+            pulse.source,
+            pulse.scheduled_at.isoformat(),
+            pulse.priority,
         )
     response = json_response(pulse, status=201 if created else 200)
     if not created:
@@ -270,7 +271,7 @@ async def list_pulses(request: web.Request, ctx: Context) -> web.Response:
         raise ApiError(422, "invalid_field", f"status must be one of {choices}", "status") from None
     limit = _int_param(request, "limit", default=50, low=1, high=1000)
     offset = _int_param(request, "offset", default=0, low=0, high=MAX_ID)
-    pulses, total = await ctx.store.list(status=wanted, limit=limit, offset=offset)
+    pulses, total = await ctx.store.list_pulses(status=wanted, limit=limit, offset=offset)
     return json_response(PulseList(pulses=pulses, total=total, limit=limit, offset=offset))
 
 
@@ -306,60 +307,111 @@ async def openapi(request: web.Request, _ctx: Context) -> web.Response:
     return web.json_response(request.app[OPENAPI])
 
 
-_ID = Param("pulse_id", "path", {"type": "integer", "minimum": 1, "maximum": MAX_ID},
-            "The pulse's id.", required=True)
-_LIMIT = Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000},
-               "How many at most.")
+_ID = Param(
+    "pulse_id",
+    "path",
+    {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+    "The pulse's id.",
+    required=True,
+)
+_LIMIT = Param(
+    "limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000}, "How many at most."
+)
 
 OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", "/api/health", health, "Liveness (no token needed)", Health, auth=False),
     Operation("GET", "/api/status", status, "Queue summary", StatusOut),
     Operation(
-        "POST", "/api/pulse/trigger", trigger, "Create a pulse (201; 200 for a known "
-        "idempotency key)", Pulse, status=201, body=PulseCreate, errors=(400, 413, 422),
+        "POST",
+        "/api/pulse/trigger",
+        trigger,
+        "Create a pulse (201; 200 for a known idempotency key)",
+        Pulse,
+        status=201,
+        body=PulseCreate,
+        errors=(400, 413, 422),
         replays=True,
     ),
     Operation(
-        "GET", "/api/pulse/upcoming", upcoming, "Pending pulses, earliest due first",
-        PulseList, params=(_LIMIT,), errors=(422,),
+        "GET",
+        "/api/pulse/upcoming",
+        upcoming,
+        "Pending pulses, earliest due first",
+        PulseList,
+        params=(_LIMIT,),
+        errors=(422,),
     ),
     Operation(
-        "GET", "/api/pulses", list_pulses, "Pulses by status, paged (pending in due order, "
-        "others newest first)", PulseList,
+        "GET",
+        "/api/pulses",
+        list_pulses,
+        "Pulses by status, paged (pending in due order, others newest first)",
+        PulseList,
         params=(
-            Param("status", "query", {"type": "string", "enum": [s.value for s in Status]},
-                  "Only pulses in this status."),
+            Param(
+                "status",
+                "query",
+                {"type": "string", "enum": [s.value for s in Status]},
+                "Only pulses in this status.",
+            ),
             _LIMIT,
-            Param("offset", "query", {"type": "integer", "minimum": 0, "maximum": MAX_ID},
-                  "How many to skip."),
+            Param(
+                "offset",
+                "query",
+                {"type": "integer", "minimum": 0, "maximum": MAX_ID},
+                "How many to skip.",
+            ),
         ),
         errors=(422,),
     ),
     Operation(
-        "GET", "/api/pulse/{pulse_id}", get_pulse, "One pulse with its latest attempts", Pulse,
+        "GET",
+        "/api/pulse/{pulse_id}",
+        get_pulse,
+        "One pulse with its latest attempts",
+        Pulse,
         params=(
             _ID,
-            Param("attempts", "query", {"type": "integer", "minimum": 0, "maximum": 1000},
-                  f"How many of the latest attempts to include (default {MAX_ATTEMPTS_SHOWN})."),
+            Param(
+                "attempts",
+                "query",
+                {"type": "integer", "minimum": 0, "maximum": 1000},
+                f"How many of the latest attempts to include (default {MAX_ATTEMPTS_SHOWN}).",
+            ),
         ),
         errors=(404, 422),
     ),
     Operation(
-        "POST", "/api/pulse/{pulse_id}/cancel", cancel, "Cancel a pending pulse", Pulse,
-        params=(_ID,), errors=(404, 409, 422),
+        "POST",
+        "/api/pulse/{pulse_id}/cancel",
+        cancel,
+        "Cancel a pending pulse",
+        Pulse,
+        params=(_ID,),
+        errors=(404, 409, 422),
     ),
     Operation(
-        "POST", "/api/pulse/{pulse_id}/reschedule", reschedule, "Move a pending pulse",
-        Pulse, body=Reschedule, params=(_ID,), errors=(400, 404, 409, 413, 422),
+        "POST",
+        "/api/pulse/{pulse_id}/reschedule",
+        reschedule,
+        "Move a pending pulse",
+        Pulse,
+        body=Reschedule,
+        params=(_ID,),
+        errors=(400, 404, 409, 413, 422),
     ),
     Operation("GET", "/api/openapi.json", openapi, "This document", None, auth=False),
 )
 
 OPENAPI = web.AppKey("openapi", dict)
 _ERROR_TEXT = {
-    400: "Malformed JSON", 401: "Missing or wrong token", 404: "No such pulse",
-    409: "The pulse is not pending", 413: "Body or prompt too large",
-    422: "A field is invalid (named in error.field)", 503: "Database busy",
+    400: "Malformed JSON",
+    401: "Missing or wrong token",
+    404: "No such pulse",
+    409: "The pulse is not pending",
+    413: "Body or prompt too large",
+    422: "A field is invalid (named in error.field)",
+    503: "Database busy",
     507: "Disk full",
 }
 
@@ -406,8 +458,13 @@ def openapi_document() -> dict[str, Any]:
             "operationId": op.handler.__name__,
             "responses": responses,
             "parameters": [
-                {"name": p.name, "in": p.where, "required": p.required or p.where == "path",
-                 "description": p.description, "schema": p.schema}
+                {
+                    "name": p.name,
+                    "in": p.where,
+                    "required": p.required or p.where == "path",
+                    "description": p.description,
+                    "schema": p.schema,
+                }
                 for p in op.params
             ],
         }

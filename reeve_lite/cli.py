@@ -36,19 +36,28 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the daemon in the foreground")
     for setting in SETTINGS:
         if setting.flag:
-            serve.add_argument(setting.flag, dest=setting.name, metavar="VALUE",
-                               help=f"{setting.help} (env {setting.env})")
+            serve.add_argument(
+                setting.flag,
+                dest=setting.name,
+                metavar="VALUE",
+                help=f"{setting.help} (env {setting.env})",
+            )
 
     client = argparse.ArgumentParser(add_help=False)
     client.add_argument("--socket", help="daemon's Unix socket (env REEVE_LITE_SOCKET)")
-    client.add_argument("--url", help="daemon's http(s) URL instead of the socket "
-                        "(env REEVE_LITE_URL)")
+    client.add_argument(
+        "--url", help="daemon's http(s) URL instead of the socket (env REEVE_LITE_URL)"
+    )
     client.add_argument("--token-file", dest="token_file", help="file with the API token")
     client.add_argument("--json", action="store_true", help="print the JSON answer")
 
-    p = sub.add_parser("schedule", parents=[client], help="schedule a pulse",
-                       description="Schedule PROMPT for the agent at WHEN: 'now', 'in 5 minutes', "
-                       "'2h', 'tomorrow at 9am', 'tonight', 'at 17:30', 'monday 9am', or ISO 8601.")
+    p = sub.add_parser(
+        "schedule",
+        parents=[client],
+        help="schedule a pulse",
+        description="Schedule PROMPT for the agent at WHEN: 'now', 'in 5 minutes', "
+        "'2h', 'tomorrow at 9am', 'tonight', 'at 17:30', 'monday 9am', or ISO 8601.",
+    )
     p.add_argument("when", metavar="WHEN")
     p.add_argument("prompt", metavar="PROMPT")
     p.add_argument("--priority", choices=PRIORITIES, default="normal")
@@ -75,8 +84,11 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("status", parents=[client], help="the daemon's queue summary")
     sub.add_parser("config", help="print the effective settings (secrets hidden)")
-    sub.add_parser("echo-agent", add_help=False,
-                   help="stand-in agent that answers in Claude Code's stream-json")
+    sub.add_parser(
+        "echo-agent",
+        add_help=False,
+        help="stand-in agent that answers in Claude Code's stream-json",
+    )
     return parser
 
 
@@ -84,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `reeve-lite` console script."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["echo-agent"]:
-        from reeve_lite import echo_agent  # noqa: PLC0415 - keep the agent's start light
+        from reeve_lite import echo_agent
 
         return echo_agent.main(argv[1:])
     args = _parser().parse_args(argv)
@@ -97,8 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"reeve-lite: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.command == "serve":
-        from reeve_lite.daemon import serve  # noqa: PLC0415 - only the daemon needs aiohttp
-        from reeve_lite.systemd import setup_logging  # noqa: PLC0415
+        from reeve_lite.daemon import serve
+        from reeve_lite.systemd import setup_logging
 
         setup_logging(settings.log_level)
         return serve(settings)
@@ -109,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _client_command(args: argparse.Namespace, settings: Settings) -> int:
-    from reeve_lite.client import ApiFailure, Client, DaemonUnreachable  # noqa: PLC0415
+    from reeve_lite.client import ApiFailure, Client, DaemonUnreachable
 
     client = Client.from_settings(settings)
     try:
@@ -132,9 +144,16 @@ def _call(args: argparse.Namespace, client: Any) -> Any:
     command = args.command
     if command == "schedule":
         return client.create(
-            prompt=args.prompt, scheduled_at=args.when, priority=args.priority, source="cli",
-            cron=args.cron, timezone=args.timezone, sticky_notes=args.sticky_notes,
-            tags=args.tags, session_id=args.session_id, max_retries=args.max_retries,
+            prompt=args.prompt,
+            scheduled_at=args.when,
+            priority=args.priority,
+            source="cli",
+            cron=args.cron,
+            timezone=args.timezone,
+            sticky_notes=args.sticky_notes,
+            tags=args.tags,
+            session_id=args.session_id,
+            max_retries=args.max_retries,
             idempotency_key=args.idempotency_key,
         )
     if command == "list":
@@ -171,22 +190,33 @@ def _print_human(command: str, data: Any, zone: ZoneInfo) -> None:
     if command == "list":
         _print_table(data["pulses"], zone)
         shown = data["offset"] + len(data["pulses"])
-        print(f"{len(data['pulses'])} shown of {data['total']}"
-              + (f" (next page: --offset {shown})" if shown < data["total"] else ""))
+        print(
+            f"{len(data['pulses'])} shown of {data['total']}"
+            + (f" (next page: --offset {shown})" if shown < data["total"] else "")
+        )
     elif command == "status":
         counts = ", ".join(f"{n} {s}" for s, n in data["counts"].items() if n)
-        print(f"reeve-lite {data['version']}, up {format_duration(data['uptime_s'])}, "
-              f"executor {data['executor']}, max {data['max_concurrent']} at once")
+        print(
+            f"reeve-lite {data['version']}, up {format_duration(data['uptime_s'])}, "
+            f"executor {data['executor']}, max {data['max_concurrent']} at once"
+        )
         print(f"pulses: {counts or 'none'}")
-        print(f"next due: {_when(data['next_due_at'], zone)}"
-              + (f", pulse {data['next_due_pulse_id']}" if data["next_due_pulse_id"] else ""))
+        print(
+            f"next due: {_when(data['next_due_at'], zone)}"
+            + (f", pulse {data['next_due_pulse_id']}" if data["next_due_pulse_id"] else "")
+        )
         for run in data["running"]:
             print(f"running: pulse {run['pulse_id']} since {_when(run['started_at'], zone)}")
         if data["last_error"]:
             print(f"last error: {data['last_error']}")
     else:
-        _print_pulse(data, zone, verb={"schedule": "scheduled", "cancel": "cancelled",
-                                       "reschedule": "rescheduled"}.get(command))
+        _print_pulse(
+            data,
+            zone,
+            verb={"schedule": "scheduled", "cancel": "cancelled", "reschedule": "rescheduled"}.get(
+                command
+            ),
+        )
 
 
 def _print_table(pulses: list[dict[str, Any]], zone: ZoneInfo) -> None:
@@ -194,8 +224,10 @@ def _print_table(pulses: list[dict[str, Any]], zone: ZoneInfo) -> None:
     print(header)
     for p in pulses:
         tries = f"{p['retry_count']}/{p['max_retries']}"
-        print(f"{p['pulse_id']:>6}  {_when(p['scheduled_at'], zone):<38}  {p['priority']:<8}  "
-              f"{p['status']:<10}  {tries:>5}  {_short(p['prompt'], 50)}")
+        print(
+            f"{p['pulse_id']:>6}  {_when(p['scheduled_at'], zone):<38}  {p['priority']:<8}  "
+            f"{p['status']:<10}  {tries:>5}  {_short(p['prompt'], 50)}"
+        )
 
 
 def _print_pulse(p: dict[str, Any], zone: ZoneInfo, verb: str | None) -> None:
@@ -203,11 +235,15 @@ def _print_pulse(p: dict[str, Any], zone: ZoneInfo, verb: str | None) -> None:
         print(f"pulse {p['pulse_id']} {verb}: {p['status']}, due {_when(p['scheduled_at'], zone)}")
         return
     rows = [
-        ("pulse", p["pulse_id"]), ("status", p["status"]),
-        ("due", _when(p["scheduled_at"], zone)), ("priority", p["priority"]),
-        ("source", p["source"]), ("tries", f"{p['retry_count']} of {p['max_retries']} retries"),
+        ("pulse", p["pulse_id"]),
+        ("status", p["status"]),
+        ("due", _when(p["scheduled_at"], zone)),
+        ("priority", p["priority"]),
+        ("source", p["source"]),
+        ("tries", f"{p['retry_count']} of {p['max_retries']} retries"),
         ("recurs", f"{p['cron']} ({p['timezone']})" if p["cron"] else None),
-        ("session", p["session_id"]), ("tags", ", ".join(p["tags"]) or None),
+        ("session", p["session_id"]),
+        ("tags", ", ".join(p["tags"]) or None),
         ("last error", p["last_error"]),
     ]
     for key, value in rows:
@@ -220,8 +256,10 @@ def _print_pulse(p: dict[str, Any], zone: ZoneInfo, verb: str | None) -> None:
         outcome = "running" if a["finished_at"] is None else ("failed" if a["is_error"] else "ok")
         cost = f", ${a['cost_usd']:.4f}" if a["cost_usd"] is not None else ""
         took = f", {a['duration_ms']} ms" if a["duration_ms"] is not None else ""
-        print(f"  attempt {a['number']}: {outcome}, {_when(a['started_at'], zone)}{took}{cost}"
-              + (f", exit {a['exit_code']}" if a["exit_code"] is not None else ""))
+        print(
+            f"  attempt {a['number']}: {outcome}, {_when(a['started_at'], zone)}{took}{cost}"
+            + (f", exit {a['exit_code']}" if a["exit_code"] is not None else "")
+        )
         if a["error"]:
             print(f"    error: {a['error']}")
         if a["result"]:

@@ -83,13 +83,18 @@ class Client:
         if self.url:
             parts = urlsplit(self.url)
             cls = (
-                http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+                http.client.HTTPSConnection
+                if parts.scheme == "https"
+                else http.client.HTTPConnection
             )
             return cls(parts.hostname or "localhost", parts.port, timeout=self.timeout)
         return _UnixConnection(str(self.socket_path), self.timeout)
 
     def request(
-        self, method: str, path: str, body: dict[str, Any] | None = None,
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
         query: dict[str, Any] | None = None,
     ) -> Any:
         """Send one request; the decoded JSON answer, or ApiFailure / DaemonUnreachable."""

@@ -9,6 +9,7 @@ systemd credential `api-token` in `$CREDENTIALS_DIRECTORY`, then
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shlex
@@ -197,10 +198,8 @@ def runtime_dir(env: Mapping[str, str]) -> Path:
 def local_zone_name(env: Mapping[str, str]) -> str:
     """The machine's IANA zone name: $TZ, /etc/timezone, the /etc/localtime link, or UTC."""
     candidates = [env.get("TZ", "").lstrip(":")]
-    try:
+    with contextlib.suppress(OSError):
         candidates.append(Path("/etc/timezone").read_text().strip())
-    except OSError:
-        pass
     try:
         target = str(Path("/etc/localtime").resolve())
         if "zoneinfo/" in target:
@@ -368,7 +367,11 @@ SETTINGS: tuple[Setting, ...] = (
 _BY_NAME = {s.name: s for s in SETTINGS}
 _BY_ENV = {s.env: s for s in SETTINGS}
 # Variables of our prefix that belong to other processes of the project.
-_OTHER_KNOWN = {PREFIX + "TELEGRAM_TOKEN", PREFIX + "TELEGRAM_CHAT_IDS", PREFIX + "TELEGRAM_API_URL"}
+_OTHER_KNOWN = {
+    PREFIX + "TELEGRAM_TOKEN",
+    PREFIX + "TELEGRAM_CHAT_IDS",
+    PREFIX + "TELEGRAM_API_URL",
+}
 
 
 def load_settings(
@@ -410,7 +413,9 @@ def load_settings(
     return settings
 
 
-def _resolve_token(token_file: Path | None, env_token: str | None, env: Mapping[str, str]) -> str | None:
+def _resolve_token(
+    token_file: Path | None, env_token: str | None, env: Mapping[str, str]
+) -> str | None:
     sources: list[Path] = []
     if token_file is not None:
         sources.append(token_file)

@@ -18,6 +18,7 @@ from reeve_lite import __version__
 from reeve_lite.api import Context, make_app
 from reeve_lite.config import Settings
 from reeve_lite.executor import Executor
+from reeve_lite.models import Status
 from reeve_lite.scheduler import Scheduler
 from reeve_lite.store import Store, StoreError
 from reeve_lite.systemd import Notifier, listen_sockets
@@ -135,10 +136,14 @@ class Daemon:
             counts = await store.counts()
             log.info(
                 "reeve-lite %s serving on %s%s; %d pending; executor %s; database %s",
-                __version__, s.socket, f" and {s.listen[0]}:{s.listen[1]}" if s.listen else "",
-                counts["pending"], executor.mode, s.db,
+                __version__,
+                s.socket,
+                f" and {s.listen[0]}:{s.listen[1]}" if s.listen else "",
+                counts[Status.PENDING],
+                executor.mode,
+                s.db,
             )
-            self.notifier.ready(f"{counts['pending']} pending")
+            self.notifier.ready(f"{counts[Status.PENDING]} pending")
             await self._stop.wait()
             log.info("stopping")
             self.notifier.stopping()

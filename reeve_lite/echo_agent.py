@@ -12,8 +12,17 @@ import sys
 import uuid
 
 # Claude Code flags that take a value; the rest are switches.
-_VALUED = {"--output-format", "--resume", "-r", "--model", "--input-format", "--session-id",
-           "--permission-mode", "--max-turns", "--append-system-prompt"}
+_VALUED = {
+    "--output-format",
+    "--resume",
+    "-r",
+    "--model",
+    "--input-format",
+    "--session-id",
+    "--permission-mode",
+    "--max-turns",
+    "--append-system-prompt",
+}
 
 
 def parse(argv: list[str]) -> tuple[str | None, str]:
@@ -43,12 +52,22 @@ def main(argv: list[str]) -> int:
     session = resume or str(uuid.uuid4())
     answer = f"Echo: {prompt}" if prompt else "Echo: (empty prompt)"
     events = [
-        {"type": "system", "subtype": "init", "session_id": session, "tools": [],
-         "model": "echo"},
-        {"type": "assistant", "session_id": session,
-         "message": {"role": "assistant", "content": [{"type": "text", "text": answer}]}},
-        {"type": "result", "subtype": "success", "is_error": False, "session_id": session,
-         "result": answer, "num_turns": 1, "total_cost_usd": 0.0, "duration_ms": 0},
+        {"type": "system", "subtype": "init", "session_id": session, "tools": [], "model": "echo"},
+        {
+            "type": "assistant",
+            "session_id": session,
+            "message": {"role": "assistant", "content": [{"type": "text", "text": answer}]},
+        },
+        {
+            "type": "result",
+            "subtype": "success",
+            "is_error": False,
+            "session_id": session,
+            "result": answer,
+            "num_turns": 1,
+            "total_cost_usd": 0.0,
+            "duration_ms": 0,
+        },
     ]
     for event in events:
         sys.stdout.write(json.dumps(event) + "\n")

@@ -32,8 +32,14 @@ log = logging.getLogger(__name__)
 
 AGENT_FLAGS = ("--print", "--output-format", "stream-json", "--verbose")
 # Variables that speak for the daemon's own unit; a child must not act on them.
-_UNIT_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC", "LISTEN_PID", "LISTEN_FDS",
-                   "LISTEN_FDNAMES")
+_UNIT_VARIABLES = (
+    "NOTIFY_SOCKET",
+    "WATCHDOG_PID",
+    "WATCHDOG_USEC",
+    "LISTEN_PID",
+    "LISTEN_FDS",
+    "LISTEN_FDNAMES",
+)
 _SECRET_VARIABLES = ("REEVE_LITE_API_TOKEN", "REEVE_LITE_TELEGRAM_TOKEN")
 MAX_LINE = 8 * 1024 * 1024  # a longer line is not parsed (a result text is far shorter)
 MAX_RESULT_CHARS = 65536
@@ -157,9 +163,7 @@ def agent_environment(
 ) -> dict[str, str]:
     """The agent's environment: the daemon's, less unit variables and secrets,
     plus the pulse it runs for and the socket to reach the daemon."""
-    env = {
-        k: v for k, v in base.items() if k not in _UNIT_VARIABLES and k not in _SECRET_VARIABLES
-    }
+    env = {k: v for k, v in base.items() if k not in _UNIT_VARIABLES and k not in _SECRET_VARIABLES}
     env["REEVE_PULSE_ID"] = str(pulse_id)
     env["REEVE_ATTEMPT_ID"] = str(attempt_id)
     env["REEVE_LITE_SOCKET"] = str(socket)
@@ -228,8 +232,9 @@ class Executor:
         if self.manager:
             unit = f"reeve-pulse-{pulse_id}-{number}.scope"
             argv = scope_argv(s, user=self.manager == "user", unit=unit) + argv
-        env = agent_environment(self._env, pulse_id=pulse_id, attempt_id=attempt_id,
-                                socket=s.socket)
+        env = agent_environment(
+            self._env, pulse_id=pulse_id, attempt_id=attempt_id, socket=s.socket
+        )
         s.desk.mkdir(parents=True, exist_ok=True)
         started = time.time()
         t0 = time.monotonic()
@@ -275,8 +280,9 @@ class Executor:
         code = proc.returncode
         duration_ms = int((time.monotonic() - t0) * 1000)
         tail_text = tail.decode("utf-8", "replace")
-        error = _judge(code, stream, tail_text, timed_out=timed_out, stopped=stopped,
-                       timeout=s.agent_timeout)
+        error = _judge(
+            code, stream, tail_text, timed_out=timed_out, stopped=stopped, timeout=s.agent_timeout
+        )
         return RunReport(
             started_at=spawned,
             duration_ms=duration_ms,
@@ -309,7 +315,7 @@ class Executor:
             *lines, rest = pending.split(b"\n")
             for line in lines:
                 if not oversized:
-                    stream.feed(line)
+                    stream.feed(bytes(line))
                 oversized = False
             pending = bytearray(rest)
             if len(pending) > MAX_LINE:
@@ -322,8 +328,7 @@ class Executor:
 
 def _spawn_error(program: str, exc: OSError) -> str:
     if isinstance(exc, FileNotFoundError):
-        return (f"agent command not found: {program!r} "
-                "(install it or set REEVE_LITE_AGENT_COMMAND)")
+        return f"agent command not found: {program!r} (install it or set REEVE_LITE_AGENT_COMMAND)"
     if isinstance(exc, PermissionError):
         return f"agent command not executable: {program!r} ({exc.strerror})"
     return f"cannot start the agent {program!r}: {exc.strerror or exc}"

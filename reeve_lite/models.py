@@ -134,7 +134,6 @@ class Attempt(BaseModel):
     pid: int | None = Field(default=None, description="Agent process (or scope leader) id.")
 
 
-
 class Pulse(BaseModel):
     """A pulse as the API shows it."""
 
@@ -158,7 +157,6 @@ class Pulse(BaseModel):
     attempts: list[Attempt] | None = Field(
         default=None, description="Present when one pulse is fetched."
     )
-
 
 
 class PulseList(BaseModel):
@@ -186,7 +184,6 @@ class RunningAttempt(BaseModel):
     pid: int | None
 
 
-
 class StatusOut(BaseModel):
     """Answer of `GET /api/status`."""
 
@@ -199,7 +196,6 @@ class StatusOut(BaseModel):
     max_concurrent: int
     executor: str = Field(description="'scope' (systemd-run) or 'plain'.")
     last_error: str | None
-
 
 
 class ErrorBody(BaseModel):

@@ -37,7 +37,7 @@ def utc_now() -> datetime:
 
 def retry_delay(retry_count: int, *, base: float, cap: float) -> float:
     """Seconds before the next try after `retry_count` earlier retries: base·2^n, capped."""
-    return min(base * 2 ** min(retry_count, 62), cap)
+    return float(min(base * 2.0 ** min(retry_count, 62), cap))
 
 
 @dataclass(frozen=True)
@@ -187,7 +187,11 @@ class Scheduler:
             late_ms = (epoch - pulse.scheduled_at.timestamp()) * 1000
             log.info(
                 "pulse=%d attempt=%d started pid=%d (%.1f ms after due, %s)",
-                pulse.pulse_id, claim.number, pid, late_ms, self.executor.mode,
+                pulse.pulse_id,
+                claim.number,
+                pid,
+                late_ms,
+                self.executor.mode,
             )
             await self.store.mark_started(claim.attempt_id, pid=pid, started_at=run.started_at)
 
@@ -248,12 +252,20 @@ class Scheduler:
             when = f" at {state.scheduled_at:%Y-%m-%d %H:%M:%S}Z" if state.scheduled_at else ""
             log.warning(
                 "pulse=%d attempt=%d failed: %s; now %s%s",
-                pulse.pulse_id, claim.number, report.error, state.status, when,
+                pulse.pulse_id,
+                claim.number,
+                report.error,
+                state.status,
+                when,
             )
         else:
             log.info(
                 "pulse=%d attempt=%d succeeded in %d ms (session %s); now %s",
-                pulse.pulse_id, claim.number, report.duration_ms, stream.session_id, state.status,
+                pulse.pulse_id,
+                claim.number,
+                report.duration_ms,
+                stream.session_id,
+                state.status,
             )
 
     async def close(self, grace: float) -> None:

@@ -352,17 +352,13 @@ class Store:
         pulse.attempts = [_attempt(r) for r in reversed(list(attempt_rows))]
         return pulse
 
-    async def list(
+    async def list_pulses(
         self, *, status: Status | None, limit: int, offset: int
     ) -> tuple[list[Pulse], int]:
         """A page of pulses and the total that match. Pending and processing pulses
         come in due order; the others newest first."""
         where, params = ("WHERE status = ?", [str(status)]) if status else ("", [])
-        order = (
-            "scheduled_at, id"
-            if status in (Status.PENDING, Status.PROCESSING)
-            else "id DESC"
-        )
+        order = "scheduled_at, id" if status in (Status.PENDING, Status.PROCESSING) else "id DESC"
         async with self._read() as db:
             async with db.execute(
                 f"SELECT * FROM pulses {where} ORDER BY {order} LIMIT ? OFFSET ?",  # noqa: S608
@@ -375,10 +371,13 @@ class Store:
 
     async def upcoming(self, limit: int) -> list[Pulse]:
         """Pending pulses, earliest due first."""
-        async with self._read() as db, db.execute(
-            "SELECT * FROM pulses WHERE status = 'pending' ORDER BY scheduled_at, id LIMIT ?",
-            (limit,),
-        ) as cur:
+        async with (
+            self._read() as db,
+            db.execute(
+                "SELECT * FROM pulses WHERE status = 'pending' ORDER BY scheduled_at, id LIMIT ?",
+                (limit,),
+            ) as cur,
+        ):
             rows = await cur.fetchall()
         return [_pulse(r) for r in rows]
 
@@ -410,10 +409,13 @@ class Store:
 
     async def next_due(self) -> NextDue | None:
         """The earliest pending pulse, or None when nothing is pending."""
-        async with self._read() as db, db.execute(
-            "SELECT id, scheduled_at, priority FROM pulses WHERE status = 'pending' "
-            "ORDER BY scheduled_at LIMIT 1"
-        ) as cur:
+        async with (
+            self._read() as db,
+            db.execute(
+                "SELECT id, scheduled_at, priority FROM pulses WHERE status = 'pending' "
+                "ORDER BY scheduled_at LIMIT 1"
+            ) as cur,
+        ):
             row = await cur.fetchone()
         if row is None:
             return None
@@ -421,9 +423,10 @@ class Store:
 
     async def counts(self) -> dict[Status, int]:
         """How many pulses are in each status (every status present, zeros included)."""
-        async with self._read() as db, db.execute(
-            "SELECT status, COUNT(*) FROM pulses GROUP BY status"
-        ) as cur:
+        async with (
+            self._read() as db,
+            db.execute("SELECT status, COUNT(*) FROM pulses GROUP BY status") as cur,
+        ):
             rows = await cur.fetchall()
         counts = dict.fromkeys(Status, 0)
         counts.update({Status(r[0]): int(r[1]) for r in rows})
@@ -538,10 +541,13 @@ class Store:
 
     async def orphaned_processing(self) -> list[Pulse]:
         """Pulses in `processing` with no open attempt (should not exist; repaired at start)."""
-        async with self._read() as db, db.execute(
-            "SELECT * FROM pulses WHERE status = 'processing' AND NOT EXISTS "
-            "(SELECT 1 FROM attempts a WHERE a.pulse_id = pulses.id AND a.finished_at IS NULL)"
-        ) as cur:
+        async with (
+            self._read() as db,
+            db.execute(
+                "SELECT * FROM pulses WHERE status = 'processing' AND NOT EXISTS "
+                "(SELECT 1 FROM attempts a WHERE a.pulse_id = pulses.id AND a.finished_at IS NULL)"
+            ) as cur,
+        ):
             rows = await cur.fetchall()
         return [_pulse(r) for r in rows]
 

@@ -67,7 +67,8 @@ def fake_agent(tmp_path: Path) -> FakeAgent:
 def clean_env() -> dict[str, str]:
     """The test process's environment without any REEVE_LITE_* or systemd variables."""
     return {
-        k: v for k, v in os.environ.items()
+        k: v
+        for k, v in os.environ.items()
         if not k.startswith(("REEVE_LITE_", "NOTIFY_SOCKET", "LISTEN_", "WATCHDOG_"))
     }
 
@@ -119,7 +120,9 @@ class Daemon:
         self.logs.append(log.name)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "reeve_lite.cli", "serve"],
-            env=self.env(), stdout=log, stderr=subprocess.STDOUT,
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         log.close()
 

@@ -80,9 +80,18 @@ def main() -> int:
         "socket": os.environ.get("REEVE_LITE_SOCKET"),
         "call": count,
         "leaked": sorted(
-            k for k in os.environ
-            if k in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS",
-                     "LISTEN_PID", "LISTEN_FDNAMES", "REEVE_LITE_API_TOKEN")
+            k
+            for k in os.environ
+            if k
+            in (
+                "NOTIFY_SOCKET",
+                "WATCHDOG_USEC",
+                "WATCHDOG_PID",
+                "LISTEN_FDS",
+                "LISTEN_PID",
+                "LISTEN_FDNAMES",
+                "REEVE_LITE_API_TOKEN",
+            )
         ),
     }
     with open(state / "calls.jsonl", "a") as log:
@@ -104,7 +113,8 @@ def main() -> int:
     if directive("grandchild") is not None:
         subprocess.Popen(
             [sys.executable, "-c", "import time; time.sleep(300)"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         (state / f"grandchild-{pulse}").write_text("spawned")
     if (seconds := directive("sleep")) is not None:
@@ -120,15 +130,38 @@ def main() -> int:
     if directive("crash") is not None:
         os.kill(os.getpid(), signal.SIGKILL)
     if directive("is_error") is not None:
-        emit({"type": "result", "subtype": "error_during_execution", "is_error": True,
-              "session_id": session, "errors": ["Error: the tool failed"], "num_turns": 2,
-              "total_cost_usd": 0.002, "duration_ms": 5})
+        emit(
+            {
+                "type": "result",
+                "subtype": "error_during_execution",
+                "is_error": True,
+                "session_id": session,
+                "errors": ["Error: the tool failed"],
+                "num_turns": 2,
+                "total_cost_usd": 0.002,
+                "duration_ms": 5,
+            }
+        )
         return 0
-    emit({"type": "assistant", "session_id": session,
-          "message": {"content": [{"type": "text", "text": f"done: {prompt[:100]}"}]}})
-    emit({"type": "result", "subtype": "success", "is_error": False, "session_id": session,
-          "result": f"done: {prompt[:100]}", "num_turns": 3, "total_cost_usd": 0.0123,
-          "duration_ms": 7})
+    emit(
+        {
+            "type": "assistant",
+            "session_id": session,
+            "message": {"content": [{"type": "text", "text": f"done: {prompt[:100]}"}]},
+        }
+    )
+    emit(
+        {
+            "type": "result",
+            "subtype": "success",
+            "is_error": False,
+            "session_id": session,
+            "result": f"done: {prompt[:100]}",
+            "num_turns": 3,
+            "total_cost_usd": 0.0123,
+            "duration_ms": 7,
+        }
+    )
     return 0
 
 

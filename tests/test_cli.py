@@ -10,21 +10,38 @@ from pathlib import Path
 from tests.conftest import Daemon, clean_env
 
 
-def cli(*args: str, daemon: Daemon | None = None, env: dict[str, str] | None = None,
-        ) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str,
+    daemon: Daemon | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
     full = clean_env()
     if daemon is not None:
         full["REEVE_LITE_SOCKET"] = str(daemon.socket)
     full.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "reeve_lite.cli", *args], env=full, capture_output=True,
-        text=True, timeout=30,
+        [sys.executable, "-m", "reeve_lite.cli", *args],
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
 
 
 def test_schedule_list_show_reschedule_cancel(daemon: Daemon) -> None:
-    done = cli("schedule", "in 2 hours", "Water the plants", "--priority", "low",
-               "--note", "the balcony too", "--tag", "home", "--json", daemon=daemon)
+    done = cli(
+        "schedule",
+        "in 2 hours",
+        "Water the plants",
+        "--priority",
+        "low",
+        "--note",
+        "the balcony too",
+        "--tag",
+        "home",
+        "--json",
+        daemon=daemon,
+    )
     assert done.returncode == 0, done.stderr
     pulse = json.loads(done.stdout)
     assert pulse["source"] == "cli"
@@ -122,8 +139,17 @@ def test_help_lists_the_commands() -> None:
 
 
 def test_echo_agent_speaks_stream_json() -> None:
-    done = cli("echo-agent", "--print", "--output-format", "stream-json", "--verbose",
-               "--resume", "abc-123", "--", "-v is not a flag here")
+    done = cli(
+        "echo-agent",
+        "--print",
+        "--output-format",
+        "stream-json",
+        "--verbose",
+        "--resume",
+        "abc-123",
+        "--",
+        "-v is not a flag here",
+    )
     assert done.returncode == 0
     events = [json.loads(line) for line in done.stdout.splitlines()]
     assert [e["type"] for e in events] == ["system", "assistant", "result"]

@@ -12,8 +12,9 @@ from reeve_lite.config import SETTINGS, ConfigError, load_settings
 
 def test_embedded_defaults_for_a_user(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    settings = load_settings({"XDG_STATE_HOME": str(tmp_path / "s"),
-                              "XDG_RUNTIME_DIR": str(tmp_path / "r"), "TZ": "UTC"})
+    settings = load_settings(
+        {"XDG_STATE_HOME": str(tmp_path / "s"), "XDG_RUNTIME_DIR": str(tmp_path / "r"), "TZ": "UTC"}
+    )
     assert settings.db == tmp_path / "s" / "reeve-lite" / "reeve-lite.db"
     assert settings.socket == tmp_path / "r" / "reeve-lite" / "api.sock"
     assert load_settings({}).socket == Path("/tmp/reeve-lite-1000/api.sock")
@@ -27,8 +28,9 @@ def test_embedded_defaults_for_root(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_systemd_directories_win_over_the_defaults(tmp_path: Path) -> None:
-    settings = load_settings({"STATE_DIRECTORY": "/var/lib/reeve-lite:/other",
-                              "RUNTIME_DIRECTORY": "/run/reeve-lite"})
+    settings = load_settings(
+        {"STATE_DIRECTORY": "/var/lib/reeve-lite:/other", "RUNTIME_DIRECTORY": "/run/reeve-lite"}
+    )
     assert settings.db == Path("/var/lib/reeve-lite/reeve-lite.db")
     assert settings.socket == Path("/run/reeve-lite/api.sock")
     assert settings.desk == Path("/var/lib/reeve-lite/desk")
@@ -38,26 +40,26 @@ def test_defaults_of_the_scheduling_settings() -> None:
     s = load_settings({})
     assert (s.max_concurrent, s.max_retries, s.retry_base, s.retry_max) == (1, 3, 60.0, 3600.0)
     assert (s.agent_timeout, s.agent_command, s.executor) == (3600.0, ("hapi",), "auto")
-    assert (s.listen, s.api_token, s.socket_mode, s.max_prompt_bytes) == (None, None, 0o600,
-                                                                          32768)
+    assert (s.listen, s.api_token, s.socket_mode, s.max_prompt_bytes) == (None, None, 0o600, 32768)
 
 
 def test_environment_values_are_parsed() -> None:
-    s = load_settings({
-        "REEVE_LITE_LISTEN": "127.0.0.1:8765",
-        "REEVE_LITE_AGENT_COMMAND": "hapi --model 'claude x'",
-        "REEVE_LITE_MAX_CONCURRENT": "4",
-        "REEVE_LITE_RETRY_BASE": "90s",
-        "REEVE_LITE_AGENT_TIMEOUT": "2h",
-        "REEVE_LITE_SOCKET_MODE": "0660",
-        "REEVE_LITE_TIMEZONE": "America/New_York",
-        "REEVE_LITE_SOCKET_REQUIRE_TOKEN": "yes",
-    })
+    s = load_settings(
+        {
+            "REEVE_LITE_LISTEN": "127.0.0.1:8765",
+            "REEVE_LITE_AGENT_COMMAND": "hapi --model 'claude x'",
+            "REEVE_LITE_MAX_CONCURRENT": "4",
+            "REEVE_LITE_RETRY_BASE": "90s",
+            "REEVE_LITE_AGENT_TIMEOUT": "2h",
+            "REEVE_LITE_SOCKET_MODE": "0660",
+            "REEVE_LITE_TIMEZONE": "America/New_York",
+            "REEVE_LITE_SOCKET_REQUIRE_TOKEN": "yes",
+        }
+    )
     assert s.listen == ("127.0.0.1", 8765)
     assert s.agent_command == ("hapi", "--model", "claude x")
     assert (s.max_concurrent, s.retry_base, s.agent_timeout) == (4, 90.0, 7200.0)
-    assert (s.socket_mode, s.timezone, s.socket_require_token) == (0o660, "America/New_York",
-                                                                   True)
+    assert (s.socket_mode, s.timezone, s.socket_require_token) == (0o660, "America/New_York", True)
 
 
 def test_flags_override_the_environment() -> None:
@@ -65,22 +67,25 @@ def test_flags_override_the_environment() -> None:
     assert s.max_concurrent == 2
 
 
-@pytest.mark.parametrize(("name", "value", "message"), [
-    ("REEVE_LITE_MAX_CONCURRENT", "0", "from 1 to 64"),
-    ("REEVE_LITE_LISTEN", "8765", "HOST:PORT"),
-    ("REEVE_LITE_LISTEN", "localhost:99999", "HOST:PORT"),
-    ("REEVE_LITE_AGENT_COMMAND", "hapi 'unclosed", "cannot split"),
-    ("REEVE_LITE_AGENT_COMMAND", "   ", "expected a command"),
-    ("REEVE_LITE_TIMEZONE", "Atlantis/Capital", "IANA time zone"),
-    ("REEVE_LITE_SOCKET_MODE", "0666x", "octal"),
-    ("REEVE_LITE_SOCKET_MODE", "0200", "owner can read and write"),
-    ("REEVE_LITE_EXECUTOR", "maybe", "auto, on, off"),
-    ("REEVE_LITE_RETRY_BASE", "soon", "REEVE_LITE_RETRY_BASE"),
-    ("REEVE_LITE_RETRY_BASE", "0s", "more than 0 seconds"),
-    ("REEVE_LITE_SOCKET_REQUIRE_TOKEN", "perhaps", "true or false"),
-    ("REEVE_LITE_URL", "ftp://x", "http"),
-    ("REEVE_LITE_SOCKETT", "/x", "unknown setting REEVE_LITE_SOCKETT"),
-])
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("REEVE_LITE_MAX_CONCURRENT", "0", "from 1 to 64"),
+        ("REEVE_LITE_LISTEN", "8765", "HOST:PORT"),
+        ("REEVE_LITE_LISTEN", "localhost:99999", "HOST:PORT"),
+        ("REEVE_LITE_AGENT_COMMAND", "hapi 'unclosed", "cannot split"),
+        ("REEVE_LITE_AGENT_COMMAND", "   ", "expected a command"),
+        ("REEVE_LITE_TIMEZONE", "Atlantis/Capital", "IANA time zone"),
+        ("REEVE_LITE_SOCKET_MODE", "0666x", "octal"),
+        ("REEVE_LITE_SOCKET_MODE", "0200", "owner can read and write"),
+        ("REEVE_LITE_EXECUTOR", "maybe", "auto, on, off"),
+        ("REEVE_LITE_RETRY_BASE", "soon", "REEVE_LITE_RETRY_BASE"),
+        ("REEVE_LITE_RETRY_BASE", "0s", "more than 0 seconds"),
+        ("REEVE_LITE_SOCKET_REQUIRE_TOKEN", "perhaps", "true or false"),
+        ("REEVE_LITE_URL", "ftp://x", "http"),
+        ("REEVE_LITE_SOCKETT", "/x", "unknown setting REEVE_LITE_SOCKETT"),
+    ],
+)
 def test_bad_values_name_the_variable(name: str, value: str, message: str) -> None:
     with pytest.raises(ConfigError) as err:
         load_settings({name: value})

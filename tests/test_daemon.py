@@ -24,8 +24,11 @@ def at(seconds: float) -> str:
 def test_pulse_runs_at_its_time_and_records_the_attempt(daemon: Daemon) -> None:
     due = at(1.5)
     created = daemon.client().create(
-        prompt="Check the garden", scheduled_at=due, priority="normal",
-        sticky_notes=["water the tomatoes"], tags=["home"],
+        prompt="Check the garden",
+        scheduled_at=due,
+        priority="normal",
+        sticky_notes=["water the tomatoes"],
+        tags=["home"],
     )
     assert created["status"] == "pending"
     assert daemon.agent.calls() == []
@@ -217,8 +220,11 @@ def test_listen_without_token_refuses_to_start(tmp_path: Path) -> None:
         "REEVE_LITE_LISTEN": "127.0.0.1:1",
     }
     done = subprocess.run(
-        [sys.executable, "-m", "reeve_lite.cli", "serve"], env=env, capture_output=True,
-        text=True, timeout=30,
+        [sys.executable, "-m", "reeve_lite.cli", "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert done.returncode == 1
     assert "REEVE_LITE_LISTEN needs an API token" in done.stderr
@@ -260,9 +266,15 @@ def test_openapi_document_lists_every_operation(daemon: Daemon) -> None:
     doc = daemon.client().request("GET", "/api/openapi.json")
     assert doc["openapi"] == "3.1.0"
     assert set(doc["paths"]) == {
-        "/api/health", "/api/status", "/api/pulse/trigger", "/api/pulse/upcoming",
-        "/api/pulses", "/api/pulse/{pulse_id}", "/api/pulse/{pulse_id}/cancel",
-        "/api/pulse/{pulse_id}/reschedule", "/api/openapi.json",
+        "/api/health",
+        "/api/status",
+        "/api/pulse/trigger",
+        "/api/pulse/upcoming",
+        "/api/pulses",
+        "/api/pulse/{pulse_id}",
+        "/api/pulse/{pulse_id}/cancel",
+        "/api/pulse/{pulse_id}/reschedule",
+        "/api/openapi.json",
     }
     trigger = doc["paths"]["/api/pulse/trigger"]["post"]
     assert trigger["requestBody"]["content"]["application/json"]["schema"] == {
@@ -276,15 +288,17 @@ def test_openapi_document_lists_every_operation(daemon: Daemon) -> None:
 
 def test_recurring_pulse_is_rearmed_at_its_next_occurrence(daemon: Daemon) -> None:
     client = daemon.client()
-    pulse = client.create(prompt="tick", cron="*/5 * * * *", timezone="America/New_York",
-                          scheduled_at="now")
+    pulse = client.create(
+        prompt="tick", cron="*/5 * * * *", timezone="America/New_York", scheduled_at="now"
+    )
     daemon.wait_pulse(pulse["pulse_id"], "pending")  # re-armed, not completed
     rearmed = wait_for(
         lambda: (p := client.get(pulse["pulse_id"]))["attempts"] and p, what="the first run"
     )
     due = datetime.fromisoformat(rearmed["scheduled_at"])
     assert due > datetime.now(UTC)
-    assert due.minute % 5 == 0 and due.second == 0
+    assert due.minute % 5 == 0
+    assert due.second == 0
     assert rearmed["retry_count"] == 0
     assert rearmed["timezone"] == "America/New_York"
 
@@ -303,7 +317,9 @@ def test_second_daemon_on_the_same_socket_refuses(daemon: Daemon) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "reeve_lite.cli", "serve"],
         env=daemon.env() | {"REEVE_LITE_LISTEN": "", "REEVE_LITE_DB": str(daemon.tmp / "x.db")},
-        capture_output=True, text=True, timeout=30,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert done.returncode == 1
     assert "another daemon already answers" in done.stderr

@@ -24,8 +24,15 @@ from tests.test_scheduler import settings_for
 
 def test_argv_puts_the_prompt_last_after_the_end_of_flags() -> None:
     assert agent_argv(("hapi",), "-rf /", "abc") == [
-        "hapi", "--print", "--output-format", "stream-json", "--verbose", "--resume", "abc",
-        "--", "-rf /",
+        "hapi",
+        "--print",
+        "--output-format",
+        "stream-json",
+        "--verbose",
+        "--resume",
+        "abc",
+        "--",
+        "-rf /",
     ]
     assert agent_argv(("hapi", "--model", "x"), "hi", None)[-2:] == ["--", "hi"]
 
@@ -54,38 +61,56 @@ def test_stream_parser_takes_session_result_and_cost_and_skips_noise() -> None:
 def test_stream_parser_reads_error_results() -> None:
     state = StreamState()
     state.feed(b'{"type":"system","subtype":"init","session_id":"s1"}')
-    state.feed(b'{"type":"result","subtype":"error_max_turns","is_error":true,'
-               b'"errors":["Error: too many turns"],"num_turns":true}')
+    state.feed(
+        b'{"type":"result","subtype":"error_max_turns","is_error":true,'
+        b'"errors":["Error: too many turns"],"num_turns":true}'
+    )
     assert state.is_error is True
     assert state.errors == ["Error: too many turns"]
     assert state.session_id == "s1"
     assert state.num_turns is None  # a bool is not a count
     bare = StreamState()
     bare.feed(b'{"type":"result","subtype":"error_during_execution"}')
-    assert bare.is_error and bare.errors == ["error_during_execution"]
+    assert bare.is_error
+    assert bare.errors == ["error_during_execution"]
 
 
 def test_scope_prefix_carries_the_limits(tmp_path: Path, fake_agent: FakeAgent) -> None:
-    settings = settings_for(tmp_path, fake_agent, REEVE_LITE_SCOPE_MEMORY_MAX="512M",
-                            REEVE_LITE_SCOPE_CPU_QUOTA="50%", REEVE_LITE_SCOPE_TASKS_MAX="64")
+    settings = settings_for(
+        tmp_path,
+        fake_agent,
+        REEVE_LITE_SCOPE_MEMORY_MAX="512M",
+        REEVE_LITE_SCOPE_CPU_QUOTA="50%",
+        REEVE_LITE_SCOPE_TASKS_MAX="64",
+    )
     argv = scope_argv(settings, user=True, unit="reeve-pulse-4-2.scope")
     assert argv[:3] == ["systemd-run", "--user", "--scope"]
     assert "--unit=reeve-pulse-4-2.scope" in argv
-    assert {"--property=MemoryMax=512M", "--property=CPUQuota=50%",
-            "--property=TasksMax=64"} <= set(argv)
+    assert {
+        "--property=MemoryMax=512M",
+        "--property=CPUQuota=50%",
+        "--property=TasksMax=64",
+    } <= set(argv)
     assert argv[-1] == "--"
 
 
-def test_executor_on_without_systemd_is_a_clear_error(tmp_path: Path,
-                                                      fake_agent: FakeAgent) -> None:
+def test_executor_on_without_systemd_is_a_clear_error(
+    tmp_path: Path, fake_agent: FakeAgent
+) -> None:
     if Path("/run/systemd/system").is_dir():
         pytest.skip("systemd is running here; the error is for machines without it")
     with pytest.raises(RuntimeError, match="no systemd manager"):
         Executor(settings_for(tmp_path, fake_agent, REEVE_LITE_EXECUTOR="on"))
 
 
-async def run(settings: Settings, prompt: str, *, env: dict[str, str] | None = None,
-              stop: asyncio.Event | None = None, session: str | None = None) -> RunReport:
+async def run(
+    settings: Settings,
+    prompt: str,
+    *,
+    env: dict[str, str] | None = None,
+    stop: asyncio.Event | None = None,
+    session: str | None = None,
+) -> RunReport:
     spawned: list[int] = []
 
     async def on_spawn(pid: int, _epoch: float) -> None:
@@ -93,8 +118,14 @@ async def run(settings: Settings, prompt: str, *, env: dict[str, str] | None = N
 
     executor = Executor(settings, env=env)
     return await executor.run(
-        pulse_id=7, attempt_id=70, number=1, prompt=prompt, sticky_notes=[], session_id=session,
-        stop=stop or asyncio.Event(), on_spawn=on_spawn,
+        pulse_id=7,
+        attempt_id=70,
+        number=1,
+        prompt=prompt,
+        sticky_notes=[],
+        session_id=session,
+        stop=stop or asyncio.Event(),
+        on_spawn=on_spawn,
     )
 
 
@@ -103,15 +134,21 @@ def agent_env(fake_agent: FakeAgent) -> dict[str, str]:
     return dict(os.environ, FAKE_HAPI_DIR=str(fake_agent.directory))
 
 
-@pytest.mark.parametrize("prompt", [
-    "-v --help",
-    "$(touch /tmp/pwned) `id` ; rm -rf ~ | cat && echo '\"' > /dev/null",
-    "line one\nline two\n\n-- not the end",
-    "x" * 32768,
-    "--resume evil",
-])
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "-v --help",
+        "$(touch /tmp/pwned) `id` ; rm -rf ~ | cat && echo '\"' > /dev/null",
+        "line one\nline two\n\n-- not the end",
+        "x" * 32768,
+        "--resume evil",
+    ],
+)
 async def test_hostile_prompts_arrive_as_exactly_one_argument(
-    tmp_path: Path, fake_agent: FakeAgent, agent_env: dict[str, str], prompt: str,
+    tmp_path: Path,
+    fake_agent: FakeAgent,
+    agent_env: dict[str, str],
+    prompt: str,
 ) -> None:
     report = await run(settings_for(tmp_path, fake_agent), prompt, env=agent_env)
     assert report.failed is False, report.error
@@ -121,19 +158,28 @@ async def test_hostile_prompts_arrive_as_exactly_one_argument(
     assert "--resume" not in call["argv"][:-1]
 
 
-async def test_resume_passes_the_session(tmp_path: Path, fake_agent: FakeAgent,
-                                         agent_env: dict[str, str]) -> None:
+async def test_resume_passes_the_session(
+    tmp_path: Path, fake_agent: FakeAgent, agent_env: dict[str, str]
+) -> None:
     report = await run(settings_for(tmp_path, fake_agent), "go", env=agent_env, session="abc")
     assert report.stream.session_id == "abc"
     assert fake_agent.calls()[0]["argv"][-4:-2] == ["--resume", "abc"]
 
 
 async def test_unit_variables_and_secrets_do_not_reach_the_agent(
-    tmp_path: Path, fake_agent: FakeAgent, agent_env: dict[str, str],
+    tmp_path: Path,
+    fake_agent: FakeAgent,
+    agent_env: dict[str, str],
 ) -> None:
-    env = agent_env | {"NOTIFY_SOCKET": "/run/x", "WATCHDOG_USEC": "1", "WATCHDOG_PID": "1",
-                       "LISTEN_FDS": "1", "LISTEN_PID": "1", "LISTEN_FDNAMES": "api",
-                       "REEVE_LITE_API_TOKEN": "secret"}
+    env = agent_env | {
+        "NOTIFY_SOCKET": "/run/x",
+        "WATCHDOG_USEC": "1",
+        "WATCHDOG_PID": "1",
+        "LISTEN_FDS": "1",
+        "LISTEN_PID": "1",
+        "LISTEN_FDNAMES": "api",
+        "REEVE_LITE_API_TOKEN": "secret",
+    }
     await run(settings_for(tmp_path, fake_agent), "go", env=env)
     [call] = fake_agent.calls()
     assert call["leaked"] == []
@@ -143,9 +189,11 @@ async def test_unit_variables_and_secrets_do_not_reach_the_agent(
 async def test_missing_agent_is_a_clear_failure(tmp_path: Path, fake_agent: FakeAgent) -> None:
     settings = settings_for(tmp_path, fake_agent, REEVE_LITE_AGENT_COMMAND="/nonexistent/hapi")
     report = await run(settings, "go")
-    assert report.failed and report.exit_code is None
-    assert report.error == ("agent command not found: '/nonexistent/hapi' "
-                            "(install it or set REEVE_LITE_AGENT_COMMAND)")
+    assert report.failed
+    assert report.exit_code is None
+    assert report.error == (
+        "agent command not found: '/nonexistent/hapi' (install it or set REEVE_LITE_AGENT_COMMAND)"
+    )
 
 
 async def test_agent_that_is_not_executable(tmp_path: Path, fake_agent: FakeAgent) -> None:
@@ -157,15 +205,18 @@ async def test_agent_that_is_not_executable(tmp_path: Path, fake_agent: FakeAgen
     if os.geteuid() == 0 and os.access(script, os.X_OK):
         pytest.skip("root may execute anything here")
     assert report.failed
-    assert report.error is not None and "not executable" in report.error
+    assert report.error is not None
+    assert "not executable" in report.error
 
 
-async def test_crash_is_reported_with_the_signal(tmp_path: Path, fake_agent: FakeAgent,
-                                                 agent_env: dict[str, str]) -> None:
+async def test_crash_is_reported_with_the_signal(
+    tmp_path: Path, fake_agent: FakeAgent, agent_env: dict[str, str]
+) -> None:
     report = await run(settings_for(tmp_path, fake_agent), "[crash]", env=agent_env)
     assert report.failed
     assert report.exit_code == -9
-    assert report.error is not None and report.error.startswith("agent killed by signal SIGKILL")
+    assert report.error is not None
+    assert report.error.startswith("agent killed by signal SIGKILL")
     assert report.stream.session_id == "sess-7-1"  # known from init, before the crash
 
 
@@ -189,18 +240,21 @@ def _group_members(pgid: int) -> list[int]:
     return found
 
 
-async def test_timeout_kills_the_whole_tree(tmp_path: Path, fake_agent: FakeAgent,
-                                            agent_env: dict[str, str]) -> None:
+async def test_timeout_kills_the_whole_tree(
+    tmp_path: Path, fake_agent: FakeAgent, agent_env: dict[str, str]
+) -> None:
     settings = settings_for(tmp_path, fake_agent, REEVE_LITE_AGENT_TIMEOUT="1s")
     report = await run(settings, "[grandchild] [sleep 60]", env=agent_env)
-    assert report.timed_out and report.failed
+    assert report.timed_out
+    assert report.failed
     assert report.error == "timed out after 1s; the run's process group was killed"
     pid = fake_agent.calls()[0]["pid"]
     wait_for(lambda: not _group_members(pid), 5, "the process group to be gone")
 
 
-async def test_grandchildren_left_behind_are_killed(tmp_path: Path, fake_agent: FakeAgent,
-                                                   agent_env: dict[str, str]) -> None:
+async def test_grandchildren_left_behind_are_killed(
+    tmp_path: Path, fake_agent: FakeAgent, agent_env: dict[str, str]
+) -> None:
     report = await run(settings_for(tmp_path, fake_agent), "[grandchild]", env=agent_env)
     assert report.failed is False
     assert (fake_agent.directory / "grandchild-7").exists()
@@ -208,32 +262,37 @@ async def test_grandchildren_left_behind_are_killed(tmp_path: Path, fake_agent: 
     wait_for(lambda: not _group_members(pid), 5, "the grandchild to be gone")
 
 
-async def test_flood_of_output_keeps_only_the_tail(tmp_path: Path, fake_agent: FakeAgent,
-                                                   agent_env: dict[str, str]) -> None:
+async def test_flood_of_output_keeps_only_the_tail(
+    tmp_path: Path, fake_agent: FakeAgent, agent_env: dict[str, str]
+) -> None:
     settings = settings_for(tmp_path, fake_agent, REEVE_LITE_OUTPUT_TAIL_BYTES="4096")
     report = await run(settings, "[spam 20]", env=agent_env)
     assert report.failed is False
     assert len(report.output_tail.encode()) <= 4096
     assert report.output_tail.rstrip().endswith("}")  # the result event is the last line
-    assert report.stream.result is not None and report.stream.result.startswith("done:")
+    assert report.stream.result is not None
+    assert report.stream.result.startswith("done:")
 
 
-async def test_stop_event_ends_the_run(tmp_path: Path, fake_agent: FakeAgent,
-                                       agent_env: dict[str, str]) -> None:
+async def test_stop_event_ends_the_run(
+    tmp_path: Path, fake_agent: FakeAgent, agent_env: dict[str, str]
+) -> None:
     stop = asyncio.Event()
-    task = asyncio.create_task(run(settings_for(tmp_path, fake_agent), "[sleep 60]",
-                                   env=agent_env, stop=stop))
+    task = asyncio.create_task(
+        run(settings_for(tmp_path, fake_agent), "[sleep 60]", env=agent_env, stop=stop)
+    )
     await asyncio.to_thread(wait_for, fake_agent.calls, 10, "the agent to start")
     stop.set()
     report = await task
-    assert report.stopped and report.failed
+    assert report.stopped
+    assert report.failed
     assert not _alive(fake_agent.calls()[0]["pid"])
 
 
-async def test_banner_before_the_json_is_tolerated(tmp_path: Path, fake_agent: FakeAgent,
-                                                   agent_env: dict[str, str]) -> None:
+async def test_banner_before_the_json_is_tolerated(
+    tmp_path: Path, fake_agent: FakeAgent, agent_env: dict[str, str]
+) -> None:
     report = await run(settings_for(tmp_path, fake_agent), "[banner] hi", env=agent_env)
     assert report.failed is False
     assert report.stream.cost_usd == pytest.approx(0.0123)
     assert "hapi v0.0-fake" in report.output_tail
-

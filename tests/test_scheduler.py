@@ -23,18 +23,31 @@ NOW = datetime(2026, 11, 25, 12, 0, 30, tzinfo=UTC)
 
 def pulse(**kw) -> Pulse:  # type: ignore[no-untyped-def]
     fields = dict(
-        pulse_id=1, scheduled_at=NOW, prompt="p", priority=Priority.NORMAL,
-        status=Status.PROCESSING, source="api", tags=[], session_id=None, sticky_notes=[],
-        retry_count=0, max_retries=3, cron=None, timezone=None, idempotency_key=None,
-        created_at=NOW, updated_at=NOW, last_error=None,
+        pulse_id=1,
+        scheduled_at=NOW,
+        prompt="p",
+        priority=Priority.NORMAL,
+        status=Status.PROCESSING,
+        source="api",
+        tags=[],
+        session_id=None,
+        sticky_notes=[],
+        retry_count=0,
+        max_retries=3,
+        cron=None,
+        timezone=None,
+        idempotency_key=None,
+        created_at=NOW,
+        updated_at=NOW,
+        last_error=None,
     )
     fields.update(kw)
     return Pulse(**fields)
 
 
 @pytest.mark.parametrize(
-    ("retries", "seconds"), [(0, 60), (1, 120), (2, 240), (3, 480), (5, 1920), (6, 3600),
-                             (40, 3600), (10_000, 3600)],
+    ("retries", "seconds"),
+    [(0, 60), (1, 120), (2, 240), (3, 480), (5, 1920), (6, 3600), (40, 3600), (10_000, 3600)],
 )
 def test_retry_delay_doubles_from_the_base_up_to_the_cap(retries: int, seconds: float) -> None:
     assert retry_delay(retries, base=60, cap=3600) == seconds
@@ -47,8 +60,7 @@ def test_success_completes_a_one_off_pulse() -> None:
 
 def test_success_rearms_a_recurring_pulse_in_its_zone() -> None:
     # 09:30 on weekdays in Berlin; NOW is Wednesday 13:00 Berlin, so next is Thursday.
-    state = after_success(pulse(cron="30 9 * * 1-5", timezone="Europe/Berlin", retry_count=2),
-                          NOW)
+    state = after_success(pulse(cron="30 9 * * 1-5", timezone="Europe/Berlin", retry_count=2), NOW)
     assert state.status is Status.PENDING
     assert state.scheduled_at == datetime(2026, 11, 26, 8, 30, tzinfo=UTC)
     assert state.retry_count == 0
@@ -57,7 +69,10 @@ def test_success_rearms_a_recurring_pulse_in_its_zone() -> None:
 def test_failure_retries_after_the_delay_until_max_retries() -> None:
     state = after_failure(pulse(retry_count=1, max_retries=3), NOW, delay=120)
     assert (state.status, state.scheduled_at, state.retry_count) == (
-        Status.PENDING, NOW + timedelta(seconds=120), 2)
+        Status.PENDING,
+        NOW + timedelta(seconds=120),
+        2,
+    )
     exhausted = after_failure(pulse(retry_count=3, max_retries=3), NOW, delay=120)
     assert (exhausted.status, exhausted.scheduled_at) == (Status.FAILED, None)
     never = after_failure(pulse(retry_count=0, max_retries=0), NOW, delay=60)
@@ -65,10 +80,14 @@ def test_failure_retries_after_the_delay_until_max_retries() -> None:
 
 
 def test_exhausted_recurring_pulse_waits_for_its_next_occurrence() -> None:
-    state = after_failure(pulse(retry_count=3, max_retries=3, cron="0 * * * *", timezone="UTC"),
-                          NOW, delay=60)
+    state = after_failure(
+        pulse(retry_count=3, max_retries=3, cron="0 * * * *", timezone="UTC"), NOW, delay=60
+    )
     assert (state.status, state.scheduled_at, state.retry_count) == (
-        Status.PENDING, datetime(2026, 11, 25, 13, 0, tzinfo=UTC), 0)
+        Status.PENDING,
+        datetime(2026, 11, 25, 13, 0, tzinfo=UTC),
+        0,
+    )
 
 
 @dataclass
@@ -89,17 +108,23 @@ class Loop:
 
 def settings_for(tmp: Path, agent: FakeAgent, **extra: str) -> Settings:
     env = {
-        "REEVE_LITE_DB": str(tmp / "db"), "REEVE_LITE_SOCKET": str(tmp / "sock"),
-        "REEVE_LITE_AGENT_COMMAND": agent.command, "REEVE_LITE_DESK": str(tmp / "desk"),
-        "REEVE_LITE_EXECUTOR": "off", "REEVE_LITE_TIMEZONE": "UTC",
+        "REEVE_LITE_DB": str(tmp / "db"),
+        "REEVE_LITE_SOCKET": str(tmp / "sock"),
+        "REEVE_LITE_AGENT_COMMAND": agent.command,
+        "REEVE_LITE_DESK": str(tmp / "desk"),
+        "REEVE_LITE_EXECUTOR": "off",
+        "REEVE_LITE_TIMEZONE": "UTC",
     }
     env.update(extra)
     return load_settings(env)
 
 
 @pytest.fixture
-async def loop(tmp_path: Path, fake_agent: FakeAgent, monkeypatch: pytest.MonkeyPatch,
-               ) -> AsyncIterator[Loop]:
+async def loop(
+    tmp_path: Path,
+    fake_agent: FakeAgent,
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[Loop]:
     monkeypatch.setenv("FAKE_HAPI_DIR", str(fake_agent.directory))
     settings = settings_for(tmp_path, fake_agent)
     store = await Store.open(settings.db)
@@ -174,5 +199,6 @@ async def test_close_stops_a_running_attempt_after_the_grace(loop: Loop) -> None
     assert p.status is Status.PENDING
     assert p.retry_count == 0
     [attempt] = p.attempts or []
-    assert attempt.error is not None and attempt.error.startswith("stopped")
+    assert attempt.error is not None
+    assert attempt.error.startswith("stopped")
     assert loop.scheduler.runs == {}

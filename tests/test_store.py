@@ -36,9 +36,19 @@ def new(prompt: str = "p", *, due: timedelta = timedelta(0), **kw) -> NewPulse: 
 
 async def test_create_and_get_round_trip_every_field(store: Store) -> None:
     pulse, created = await store.create(
-        new("hello", due=timedelta(minutes=5), priority=Priority.CRITICAL, source="telegram",
-            tags=["a", "b"], session_id="s-1", sticky_notes=["n1"], max_retries=7,
-            cron="0 9 * * *", timezone="Europe/Berlin", idempotency_key="k"),
+        new(
+            "hello",
+            due=timedelta(minutes=5),
+            priority=Priority.CRITICAL,
+            source="telegram",
+            tags=["a", "b"],
+            session_id="s-1",
+            sticky_notes=["n1"],
+            max_retries=7,
+            cron="0 9 * * *",
+            timezone="Europe/Berlin",
+            idempotency_key="k",
+        ),
         now=NOW,
     )
     assert created
@@ -46,8 +56,7 @@ async def test_create_and_get_round_trip_every_field(store: Store) -> None:
     assert got.model_dump(exclude={"attempts"}) == pulse.model_dump(exclude={"attempts"})
     assert got.scheduled_at == NOW + timedelta(minutes=5)
     assert got.scheduled_at.tzinfo is not None
-    assert (got.priority, got.status, got.source) == (Priority.CRITICAL, Status.PENDING,
-                                                      "telegram")
+    assert (got.priority, got.status, got.source) == (Priority.CRITICAL, Status.PENDING, "telegram")
     assert (got.tags, got.sticky_notes, got.max_retries) == (["a", "b"], ["n1"], 7)
     assert (got.cron, got.timezone, got.idempotency_key) == ("0 9 * * *", "Europe/Berlin", "k")
     assert got.attempts == []
@@ -93,8 +102,11 @@ async def test_next_due_and_upcoming(store: Store) -> None:
     b = (await store.create(new("b", due=timedelta(hours=1), priority=Priority.LOW), now=NOW))[0]
     nxt = await store.next_due()
     assert nxt is not None
-    assert (nxt.pulse_id, nxt.scheduled_at, nxt.priority) == (b.pulse_id, b.scheduled_at,
-                                                              Priority.LOW)
+    assert (nxt.pulse_id, nxt.scheduled_at, nxt.priority) == (
+        b.pulse_id,
+        b.scheduled_at,
+        Priority.LOW,
+    )
     assert [p.pulse_id for p in await store.upcoming(10)] == [b.pulse_id, a.pulse_id]
     await store.cancel(b.pulse_id, now=NOW)
     assert [p.pulse_id for p in await store.upcoming(10)] == [a.pulse_id]
@@ -104,19 +116,33 @@ async def test_finish_closes_the_attempt_once(store: Store) -> None:
     pulse = (await store.create(new(), now=NOW))[0]
     [claim] = await store.claim_due(NOW, 1)
     await store.mark_started(claim.attempt_id, pid=4242, started_at=NOW)
-    outcome = Outcome(finished_at=NOW + timedelta(seconds=3), exit_code=0, duration_ms=3000,
-                      is_error=False, session_id="sess", result="ok", cost_usd=0.5, num_turns=2,
-                      output_tail="tail", status=Status.COMPLETED)
+    outcome = Outcome(
+        finished_at=NOW + timedelta(seconds=3),
+        exit_code=0,
+        duration_ms=3000,
+        is_error=False,
+        session_id="sess",
+        result="ok",
+        cost_usd=0.5,
+        num_turns=2,
+        output_tail="tail",
+        status=Status.COMPLETED,
+    )
     assert await store.finish(claim.attempt_id, outcome) is True
-    late = Outcome(finished_at=NOW, exit_code=1, duration_ms=1, is_error=True, error="late",
-                   status=Status.FAILED)
+    late = Outcome(
+        finished_at=NOW,
+        exit_code=1,
+        duration_ms=1,
+        is_error=True,
+        error="late",
+        status=Status.FAILED,
+    )
     assert await store.finish(claim.attempt_id, late) is False
     got = await store.get(pulse.pulse_id)
     assert got.status is Status.COMPLETED
     assert got.session_id == "sess"
     [attempt] = got.attempts or []
-    assert (attempt.exit_code, attempt.pid, attempt.cost_usd, attempt.error) == (0, 4242, 0.5,
-                                                                                 None)
+    assert (attempt.exit_code, attempt.pid, attempt.cost_usd, attempt.error) == (0, 4242, 0.5, None)
 
 
 async def test_cancel_and_reschedule_only_pending(store: Store) -> None:
@@ -134,10 +160,10 @@ async def test_cancel_and_reschedule_only_pending(store: Store) -> None:
 async def test_list_pages_and_counts(store: Store) -> None:
     for i in range(5):
         await store.create(new(f"p{i}", due=timedelta(minutes=5 - i)), now=NOW)
-    page, total = await store.list(status=Status.PENDING, limit=2, offset=1)
+    page, total = await store.list_pulses(status=Status.PENDING, limit=2, offset=1)
     assert total == 5
     assert [p.prompt for p in page] == ["p3", "p2"]
-    everything, total = await store.list(status=None, limit=10, offset=0)
+    everything, total = await store.list_pulses(status=None, limit=10, offset=0)
     assert [p.prompt for p in everything] == ["p4", "p3", "p2", "p1", "p0"]  # newest first
     counts = await store.counts()
     assert counts[Status.PENDING] == 5
@@ -180,7 +206,8 @@ async def test_upgrade_from_schema_1_keeps_the_data(tmp_path: Path) -> None:
     )
     raw.execute(
         "INSERT INTO attempts (pulse_id, number, started_at, finished_at, exit_code) "
-        "VALUES (1, 1, ?, ?, 0)", (NOW.timestamp(), NOW.timestamp()),
+        "VALUES (1, 1, ?, ?, 0)",
+        (NOW.timestamp(), NOW.timestamp()),
     )
     raw.commit()
     raw.close()
