@@ -17,7 +17,7 @@ from aiohttp import web
 from reeve_lite import __version__
 from reeve_lite.api import Context, make_app
 from reeve_lite.config import Settings
-from reeve_lite.executor import Executor
+from reeve_lite.executor import Executor, watch_children_with_pidfd
 from reeve_lite.models import Status
 from reeve_lite.scheduler import Scheduler
 from reeve_lite.store import Store, StoreError
@@ -173,6 +173,7 @@ class Daemon:
 
 def serve(settings: Settings) -> int:
     """Run the daemon in this process; the exit status."""
+    watch_children_with_pidfd()
     daemon = Daemon(settings)
     try:
         asyncio.run(daemon.run())

@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -192,6 +193,17 @@ def process_runs_attempt(pid: int, attempt_id: int) -> bool:
     return f"REEVE_ATTEMPT_ID={attempt_id}".encode() in environ.split(b"\0")
 
 
+def watch_children_with_pidfd() -> None:
+    """Watch agent processes with a pidfd in the event loop (Python 3.11 starts
+    a thread per child by default; 3.12 does this already). Call before the loop runs."""
+    if sys.version_info < (3, 12) and hasattr(os, "pidfd_open"):
+        try:
+            os.close(os.pidfd_open(os.getpid()))
+        except OSError:
+            return  # the kernel lacks pidfd support
+        asyncio.set_child_watcher(asyncio.PidfdChildWatcher())
+
+
 class Executor:
     """Starts agent runs as the settings say (plain or in a systemd scope)."""
 
@@ -222,11 +234,14 @@ class Executor:
         session_id: str | None,
         stop: asyncio.Event,
         on_spawn: Callable[[int, float], Awaitable[None]],
+        delay: float = 0.0,
     ) -> RunReport:
         """Run the agent for one attempt until it exits, times out or `stop` is set.
 
-        `on_spawn(pid, epoch)` is awaited right after the process started.
+        The process starts `delay` seconds from now (everything else is
+        prepared first); `on_spawn(pid, epoch)` is awaited right after it started.
         """
+        deadline = time.monotonic() + delay
         s = self.settings
         argv = agent_argv(s.agent_command, compose_prompt(prompt, sticky_notes), session_id)
         if self.manager:
@@ -236,6 +251,8 @@ class Executor:
             self._env, pulse_id=pulse_id, attempt_id=attempt_id, socket=s.socket
         )
         s.desk.mkdir(parents=True, exist_ok=True)
+        if (wait := deadline - time.monotonic()) > 0:
+            await asyncio.sleep(wait)
         started = time.time()
         t0 = time.monotonic()
         try:

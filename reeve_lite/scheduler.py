@@ -28,6 +28,9 @@ from reeve_lite.store import Claim, Outcome, Store
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+# Pulses due within this window are claimed ahead, so that the claim's commit is
+# off the critical path; each run still waits for its exact due instant.
+DISPATCH_LEAD = timedelta(milliseconds=25)
 
 
 def utc_now() -> datetime:
@@ -152,12 +155,13 @@ class Scheduler:
             free = self.settings.max_concurrent - len(self.runs)
             timeout: float | None = None
             try:
-                for claim in await self.store.claim_due(now, free):
+                for claim in await self.store.claim_due(now + DISPATCH_LEAD, free):
                     self._start(claim)
                 if len(self.runs) < self.settings.max_concurrent:
                     nxt = await self.store.next_due()
                     if nxt is not None:
-                        timeout = max(0.0, (nxt.scheduled_at - self.clock()).total_seconds())
+                        wake_at = nxt.scheduled_at - DISPATCH_LEAD
+                        timeout = max(0.0, (wake_at - self.clock()).total_seconds())
             except sqlite3.Error as exc:
                 self.last_error = f"database: {exc}"
                 log.error("scheduler cannot read the queue: %s; trying again in 1s", exc)
@@ -197,6 +201,7 @@ class Scheduler:
 
         try:
             report = await self.executor.run(
+                delay=(pulse.scheduled_at - self.clock()).total_seconds(),
                 pulse_id=pulse.pulse_id,
                 attempt_id=claim.attempt_id,
                 number=claim.number,

@@ -1,0 +1,234 @@
+"""Lateness: how long after its due time a pulse's agent starts.
+
+    python -m bench.lateness [--pulses 200] [--spread 10] [--concurrency 4]
+
+In one run, with the same tiny agent (`bench/agent.py`):
+
+1. reeve-lite: the daemon as a subprocess on a temporary socket; PULSES pulses
+   due at random instants over SPREAD seconds. Dispatch lateness is the
+   instant the daemon spawned the agent (recorded in the attempt) minus the
+   due time; end-to-end lateness is the agent's own first instant minus the
+   due time.
+2. A 1-second polling loop over the same database (the store's own claim
+   query, run once a second), spawning the same agent: the baseline.
+3. The spawn floor: the same agent started directly, spawn to first instant.
+
+Prints min/p50/p99/max in milliseconds. It never asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import random
+import shlex
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from statistics import quantiles
+
+from reeve_lite.client import Client, DaemonUnreachable
+from reeve_lite.executor import watch_children_with_pidfd
+from reeve_lite.store import NewPulse, Store
+
+AGENT = Path(__file__).with_name("agent.py")
+AGENT_ARGV = [sys.executable, "-I", "-S", str(AGENT)]
+
+
+def stats(values: list[float]) -> tuple[float, float, float, float]:
+    """(min, p50, p99, max) of `values`."""
+    ordered = sorted(values)
+    cuts = quantiles(ordered, n=100, method="inclusive")
+    return ordered[0], cuts[49], cuts[98], ordered[-1]
+
+
+def read_agent_log(path: Path) -> dict[str, float]:
+    if not path.exists():
+        return {}
+    found: dict[str, float] = {}
+    for line in path.read_text().splitlines():
+        pulse, instant = line.split()
+        found.setdefault(pulse, float(instant))
+    return found
+
+
+def due_times(count: int, spread: float, start: float, seed: int | None) -> list[float]:
+    """Evenly spaced over `spread` seconds, or uniformly random with a seed."""
+    if seed is None:
+        return [start + spread * i / count for i in range(count)]
+    rng = random.Random(seed)
+    return sorted(start + rng.uniform(0, spread) for _ in range(count))
+
+
+def run_daemon(
+    tmp: Path, count: int, spread: float, concurrency: int, seed: int | None
+) -> tuple[list[float], ...]:
+    """Phase 1: the daemon. Returns (dispatch ms, end-to-end ms)."""
+    log = tmp / "agent-daemon.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REEVE_LITE_")}
+    env.update(
+        REEVE_LITE_DB=str(tmp / "reeve.db"),
+        REEVE_LITE_SOCKET=str(tmp / "api.sock"),
+        REEVE_LITE_AGENT_COMMAND=shlex.join(AGENT_ARGV),
+        REEVE_LITE_DESK=str(tmp / "desk"),
+        REEVE_LITE_EXECUTOR="off",
+        REEVE_LITE_MAX_CONCURRENT=str(concurrency),
+        REEVE_LITE_LOG_LEVEL="warning",
+        BENCH_AGENT_LOG=str(log),
+    )
+    daemon = subprocess.Popen([sys.executable, "-m", "reeve_lite.cli", "serve"], env=env)
+    client = Client(socket_path=tmp / "api.sock")
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                client.health()
+                break
+            except DaemonUnreachable:
+                if time.monotonic() > deadline or daemon.poll() is not None:
+                    raise SystemExit("the daemon did not start") from None
+                time.sleep(0.05)
+        dues = due_times(count, spread, time.time() + 3.0, seed)
+        ids = {}
+        for due in dues:
+            at = datetime.fromtimestamp(due, UTC).isoformat()
+            ids[str(client.create(prompt="bench", scheduled_at=at)["pulse_id"])] = due
+        while len(read_agent_log(log)) < count and time.time() < dues[-1] + 30:
+            time.sleep(0.2)
+        while client.status()["counts"]["completed"] < count and time.time() < dues[-1] + 30:
+            time.sleep(0.1)
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=30)
+    db = sqlite3.connect(tmp / "reeve.db")
+    rows = db.execute(
+        "SELECT a.started_at - p.scheduled_at FROM attempts a JOIN pulses p ON p.id = a.pulse_id "
+        "WHERE a.number = 1"
+    ).fetchall()
+    db.close()
+    dispatch = [r[0] * 1000 for r in rows]
+    firsts = read_agent_log(log)
+    end_to_end = [(firsts[pid] - due) * 1000 for pid, due in ids.items() if pid in firsts]
+    return dispatch, end_to_end
+
+
+async def run_poller(
+    tmp: Path, count: int, spread: float, seed: int | None
+) -> tuple[list[float], ...]:
+    """Phase 2: a 1-second polling loop over the same database file."""
+    log = tmp / "agent-poller.log"
+    store = await Store.open(tmp / "reeve.db")
+    env = dict(os.environ, BENCH_AGENT_LOG=str(log))
+    now = datetime.now(UTC)
+    dues: dict[str, float] = {}
+    for due in due_times(count, spread, time.time() + 3.0, seed):
+        pulse, _ = await store.create(
+            NewPulse(prompt="poll", scheduled_at=datetime.fromtimestamp(due, UTC)), now=now
+        )
+        dues[str(pulse.pulse_id)] = due
+    dispatch: list[float] = []
+    running: set[asyncio.Task[None]] = set()
+
+    async def spawn(pulse_id: int, due: float) -> None:
+        proc = await asyncio.create_subprocess_exec(
+            *AGENT_ARGV,
+            env=env | {"REEVE_PULSE_ID": str(pulse_id)},
+            stdout=asyncio.subprocess.DEVNULL,
+        )
+        dispatch.append((time.time() - due) * 1000)
+        await proc.wait()
+
+    claimed = 0
+    tick = asyncio.get_running_loop().time()
+    while claimed < count:
+        # A poller has no timer to miss: each tick it starts everything due.
+        for claim in await store.claim_due(datetime.now(UTC), count):
+            task = asyncio.create_task(spawn(claim.pulse.pulse_id, dues[str(claim.pulse.pulse_id)]))
+            running.add(task)
+            task.add_done_callback(running.discard)
+            claimed += 1
+        tick += 1.0
+        await asyncio.sleep(max(0.0, tick - asyncio.get_running_loop().time()))
+    await asyncio.gather(*running)
+    await store.close()
+    firsts = read_agent_log(log)
+    end_to_end = [(firsts[pid] - due) * 1000 for pid, due in dues.items() if pid in firsts]
+    return dispatch, end_to_end
+
+
+async def spawn_floor(tmp: Path, count: int) -> list[float]:
+    """Phase 3: spawn to the agent's first instant, started directly."""
+    log = tmp / "agent-floor.log"
+    floor = []
+    for i in range(count):
+        env = dict(os.environ, BENCH_AGENT_LOG=str(log), REEVE_PULSE_ID=str(i))
+        before = time.time()
+        proc = await asyncio.create_subprocess_exec(
+            *AGENT_ARGV, env=env, stdout=asyncio.subprocess.DEVNULL
+        )
+        await proc.wait()
+        floor.append((read_agent_log(log)[str(i)] - before) * 1000)
+    return floor
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pulses", type=int, default=200)
+    parser.add_argument("--spread", type=float, default=10.0, help="seconds")
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument(
+        "--random",
+        type=int,
+        metavar="SEED",
+        default=None,
+        help="due instants uniformly random (seeded) instead of evenly spaced",
+    )
+    args = parser.parse_args()
+    watch_children_with_pidfd()  # the same child watcher as the daemon
+    with tempfile.TemporaryDirectory(prefix="reeve-bench-") as name:
+        tmp = Path(name)
+        spacing = "evenly spaced" if args.random is None else f"random, seed {args.random}"
+        print(
+            f"lateness of {args.pulses} pulses due over {args.spread:g} s ({spacing}), "
+            f"max_concurrent={args.concurrency}; {os.cpu_count()} cores, "
+            f"Python {platform.python_version()}, {platform.platform()}",
+            flush=True,
+        )
+        dispatch, end_to_end = run_daemon(
+            tmp, args.pulses, args.spread, args.concurrency, args.random
+        )
+        poll_dispatch, poll_e2e = asyncio.run(
+            run_poller(tmp, args.pulses, args.spread, args.random)
+        )
+        floor = asyncio.run(spawn_floor(tmp, args.pulses))
+    rows = [
+        ("reeve-lite dispatch (spawned - due)", dispatch),
+        ("reeve-lite end-to-end (agent start - due)", end_to_end),
+        ("1 s poller dispatch", poll_dispatch),
+        ("1 s poller end-to-end", poll_e2e),
+        ("spawn floor (agent start - spawn)", floor),
+    ]
+    print(f"{'ms':<44}{'n':>5}{'min':>9}{'p50':>9}{'p99':>9}{'max':>9}")
+    for label, values in rows:
+        lo, p50, p99, hi = stats(values)
+        print(f"{label:<44}{len(values):>5}{lo:>9.2f}{p50:>9.2f}{p99:>9.2f}{hi:>9.2f}")
+    d99 = stats(dispatch)[2]
+    e99 = stats(end_to_end)[2]
+    f50 = stats(floor)[1]
+    print(
+        f"goal: dispatch p99 <= 5 ms: {d99:.2f} ms ({'met' if d99 <= 5 else 'missed'}); "
+        f"end-to-end p99 <= floor p50 + 10 ms = {f50 + 10:.2f} ms: {e99:.2f} ms "
+        f"({'met' if e99 <= f50 + 10 else 'missed'}); "
+        f"poller p50 / reeve-lite p50 end-to-end: "
+        f"{stats(poll_e2e)[1] / max(stats(end_to_end)[1], 0.001):.0f}x"
+    )
+
+
+if __name__ == "__main__":
+    main()
