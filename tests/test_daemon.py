@@ -339,3 +339,23 @@ def test_stale_socket_file_is_replaced(make_daemon) -> None:  # type: ignore[no-
 def test_sigint_is_a_clean_stop(daemon: Daemon) -> None:
     assert daemon.stop(signal.SIGINT) == 0
     assert "stopping" in daemon.log()
+
+
+@pytest.mark.slow
+def test_recurring_pulse_fires_twice_on_the_real_clock(daemon: Daemon) -> None:
+    client = daemon.client()
+    pulse = client.create(prompt="every minute", cron="* * * * *", scheduled_at="now")
+
+    def runs(n: int) -> dict | None:  # type: ignore[type-arg]
+        p = client.get(pulse["pulse_id"])
+        done = [a for a in p["attempts"] if a["finished_at"]]
+        return p if len(done) >= n and p["status"] == "pending" else None
+
+    first = wait_for(lambda: runs(1), 10, "the first run")
+    boundary = datetime.fromisoformat(first["scheduled_at"])
+    assert boundary.second == 0
+    second = wait_for(lambda: runs(2), 75, "the second run")
+    started = datetime.fromisoformat(second["attempts"][1]["started_at"])
+    assert boundary <= started < boundary + timedelta(seconds=2)
+    assert datetime.fromisoformat(second["scheduled_at"]) == boundary + timedelta(minutes=1)
+    assert [c["pulse_id"] for c in daemon.agent.calls()] == [str(pulse["pulse_id"])] * 2
