@@ -143,7 +143,16 @@ class Daemon:
                 executor.mode,
                 s.db,
             )
-            self.notifier.ready(f"{counts[Status.PENDING]} pending")
+            nxt = await store.next_due()
+            next_in = (nxt.scheduled_at - scheduler.clock()).total_seconds() if nxt else None
+            self.notifier.ready(
+                status_line(
+                    counts[Status.PENDING],
+                    len(scheduler.runs),
+                    next_in,
+                    nxt.priority if nxt else None,
+                )
+            )
             await self._stop.wait()
             log.info("stopping")
             self.notifier.stopping()
