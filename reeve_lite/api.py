@@ -13,6 +13,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import re
 import socket
 import sqlite3
 import time
@@ -26,6 +27,7 @@ from pydantic.json_schema import models_json_schema
 
 from reeve_lite import __version__
 from reeve_lite.config import Settings
+from reeve_lite.executor import compose_prompt
 from reeve_lite.models import (
     ErrorOut,
     Health,
@@ -131,6 +133,8 @@ async def _body(request: web.Request, model: type[BaseModel], ctx: Context) -> A
         data = json.loads(raw or b"null")
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(400, "invalid_json", "the body is nested too deeply") from None
     if not isinstance(data, dict):
         raise ApiError(422, "invalid_body", "the body must be a JSON object")
     try:
@@ -151,7 +155,8 @@ def _int_param(request: web.Request, name: str, *, default: int | None, low: int
         if default is None:
             raise ApiError(422, "invalid_field", f"{name} is required", name)
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    # ASCII digits only ("²".isdigit() is true), and few enough for int() to be cheap.
+    if not re.fullmatch(r"[0-9]{1,19}", raw) or not low <= int(raw) <= high:
         raise ApiError(
             422, "invalid_field", f"{name} must be a whole number from {low} to {high}", name
         )
@@ -208,9 +213,13 @@ async def status(_request: web.Request, ctx: Context) -> web.Response:
 async def trigger(request: web.Request, ctx: Context) -> web.Response:
     """Create a pulse."""
     body: PulseCreate = await _body(request, PulseCreate, ctx)
-    if len(body.prompt.encode()) > ctx.settings.max_prompt_bytes:
+    limit = ctx.settings.max_prompt_bytes
+    if len(body.prompt.encode()) > limit:
+        raise ApiError(413, "too_large", f"prompt over {limit} bytes", "prompt")
+    # What the agent receives (prompt and reminders) is one argv string.
+    if len(compose_prompt(body.prompt, body.sticky_notes).encode()) > limit:
         raise ApiError(
-            413, "too_large", f"prompt over {ctx.settings.max_prompt_bytes} bytes", "prompt"
+            413, "too_large", f"prompt with its sticky notes over {limit} bytes", "sticky_notes"
         )
     try:
         zone_name = None if body.timezone is None else load_zone(body.timezone).key
@@ -509,8 +518,9 @@ def _authorized(request: web.Request, settings: Settings) -> bool:
         return False
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
+    # aiohttp decodes odd header bytes to surrogates; they must compare, not raise.
     return scheme.lower() == "bearer" and hmac.compare_digest(
-        token.strip().encode(), settings.api_token.encode()
+        token.strip().encode("utf-8", "surrogateescape"), settings.api_token.encode()
     )
 
 

@@ -334,9 +334,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("scope_tasks_max", _int_in(1, 1_000_000), _const("1024"), "TasksMax= of a scope"),
     Setting(
         "max_prompt_bytes",
-        _int_in(1, 16 * 1024 * 1024),
+        _int_in(1, 128000),  # Linux refuses an argv string over 128 KiB
         _const("32768"),
-        "Largest prompt (UTF-8 bytes)",
+        "Largest prompt with its sticky notes (UTF-8 bytes; at most 128000)",
     ),
     Setting(
         "max_body_bytes",

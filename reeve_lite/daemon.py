@@ -157,9 +157,7 @@ class Daemon:
             log.info("stopping")
             self.notifier.stopping()
             await scheduler.close(s.shutdown_grace)
-            ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticker
+            await ticker
         finally:
             await runner.cleanup()
             if self._bound_socket is not None:

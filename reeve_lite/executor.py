@@ -42,10 +42,11 @@ _UNIT_VARIABLES = (
     "LISTEN_FDNAMES",
 )
 _SECRET_VARIABLES = ("REEVE_LITE_API_TOKEN", "REEVE_LITE_TELEGRAM_TOKEN")
-MAX_LINE = 8 * 1024 * 1024  # a longer line is not parsed (a result text is far shorter)
+MAX_LINE = 1024 * 1024  # a longer line is not parsed (a result event is far shorter)
 MAX_RESULT_CHARS = 65536
 KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL of the tree
 READ_CHUNK = 65536
+_STOPPED = "stopped: the daemon shut down before the run ended"
 
 
 @dataclass
@@ -67,7 +68,7 @@ class StreamState:
             return
         try:
             event = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # deep nesting exhausts the parser's stack
             return
         if isinstance(event, dict):
             self._event(event)
@@ -250,12 +251,15 @@ class Executor:
         env = agent_environment(
             self._env, pulse_id=pulse_id, attempt_id=attempt_id, socket=s.socket
         )
-        s.desk.mkdir(parents=True, exist_ok=True)
         if (wait := deadline - time.monotonic()) > 0:
-            await asyncio.sleep(wait)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), wait)
+        if stop.is_set():
+            return RunReport(time.time(), 0, None, True, _STOPPED, StreamState(), "", stopped=True)
         started = time.time()
         t0 = time.monotonic()
         try:
+            s.desk.mkdir(parents=True, exist_ok=True)
             proc = await asyncio.create_subprocess_exec(
                 *argv,
                 cwd=s.desk,
@@ -266,10 +270,9 @@ class Executor:
                 start_new_session=True,
             )
         except OSError as exc:
-            reason = _spawn_error(argv[0] if not self.manager else s.agent_command[0], exc)
+            reason = _spawn_error(argv[0] if not self.manager else s.agent_command[0], exc, s.desk)
             return RunReport(started, 0, None, True, reason, StreamState(), "")
         spawned = time.time()
-        await on_spawn(proc.pid, spawned)
         assert proc.stdout is not None
         stream = StreamState()
         tail = bytearray()
@@ -278,6 +281,8 @@ class Executor:
         stopper = asyncio.create_task(stop.wait())
         timed_out = stopped = False
         try:
+            # Inside the try: if recording the start fails, the run is still reaped.
+            await on_spawn(proc.pid, spawned)
             done, _ = await asyncio.wait(
                 {waiter, stopper}, timeout=s.agent_timeout, return_when=asyncio.FIRST_COMPLETED
             )
@@ -289,8 +294,7 @@ class Executor:
             stopper.cancel()
             # Whatever the leader left behind in its group goes with it.
             kill_tree(proc.pid)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(reader), timeout=2.0)
+            await asyncio.wait({reader}, timeout=2.0)
             reader.cancel()
             if not waiter.done():
                 await self._terminate(proc.pid, waiter)
@@ -322,28 +326,34 @@ class Executor:
 
     async def _read(self, pipe: asyncio.StreamReader, stream: StreamState, tail: bytearray) -> None:
         cap = self.settings.output_tail_bytes
-        pending = bytearray()
+        line = bytearray()
         oversized = False
         while chunk := await pipe.read(READ_CHUNK):
             tail += chunk
             if len(tail) > cap:
                 del tail[: len(tail) - cap]
-            pending += chunk
-            *lines, rest = pending.split(b"\n")
-            for line in lines:
+            start = 0
+            # Only the new chunk is searched: a long line costs linear time.
+            while (end := chunk.find(b"\n", start)) != -1:
                 if not oversized:
+                    line += chunk[start:end]
                     stream.feed(bytes(line))
+                line.clear()
                 oversized = False
-            pending = bytearray(rest)
-            if len(pending) > MAX_LINE:
-                # Skip the rest of this line; memory stays bounded.
-                pending.clear()
-                oversized = True
-        if pending and not oversized:
-            stream.feed(bytes(pending))
+                start = end + 1
+            if not oversized:
+                line += chunk[start:]
+                if len(line) > MAX_LINE:
+                    # Skip the rest of this line; memory stays bounded.
+                    line.clear()
+                    oversized = True
+        if line and not oversized:
+            stream.feed(bytes(line))
 
 
-def _spawn_error(program: str, exc: OSError) -> str:
+def _spawn_error(program: str, exc: OSError, desk: Path) -> str:
+    if exc.filename is not None and Path(exc.filename) in (desk, *desk.parents):
+        return f"cannot use the Desk directory {str(desk)!r}: {exc.strerror}"
     if isinstance(exc, FileNotFoundError):
         return f"agent command not found: {program!r} (install it or set REEVE_LITE_AGENT_COMMAND)"
     if isinstance(exc, PermissionError):
@@ -365,7 +375,7 @@ def _judge(
     if timed_out:
         return f"timed out after {timeout:g}s; the run's process group was killed"
     if stopped:
-        return "stopped: the daemon shut down before the run ended"
+        return _STOPPED
     if code is None:
         return "the agent's exit status is unknown"
     if code < 0:

@@ -15,12 +15,19 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from reeve_lite.config import Settings
-from reeve_lite.executor import Executor, RunReport, kill_tree, process_runs_attempt
+from reeve_lite.executor import (
+    Executor,
+    RunReport,
+    StreamState,
+    kill_tree,
+    process_runs_attempt,
+)
 from reeve_lite.models import Pulse, Status
 from reeve_lite.recurrence import load_zone, next_occurrence
 from reeve_lite.store import Claim, Outcome, Store
@@ -100,6 +107,8 @@ class Scheduler:
         self.last_error: str | None = None
         self._wake = asyncio.Event()
         self._stop_runs = asyncio.Event()
+        self._loop_idle = asyncio.Event()
+        self._loop_idle.set()
         self._closing = False
 
     def wake(self) -> None:
@@ -119,7 +128,10 @@ class Scheduler:
                 kill_tree(attempt.pid)
                 note = "; its orphaned agent process group was killed"
             state = after_failure(running.pulse, now, delay=0)
-            error = f"interrupted: the daemon stopped while this attempt ran{note}"
+            if attempt.pid is None:
+                error = "interrupted: the daemon stopped before the agent started"
+            else:
+                error = f"interrupted: the daemon stopped while this attempt ran{note}"
             await self.store.finish(
                 attempt.attempt_id,
                 Outcome(
@@ -148,7 +160,15 @@ class Scheduler:
         return recovered
 
     async def run(self) -> None:
-        """The loop: claim what is due, then sleep until the next due time or a wake."""
+        """The loop: claim what is due, then sleep until the next due time or a wake.
+        Returns once `close()` has been called."""
+        self._loop_idle.clear()
+        try:
+            await self._loop()
+        finally:
+            self._loop_idle.set()
+
+    async def _loop(self) -> None:
         while not self._closing:
             self._wake.clear()
             now = self.clock()
@@ -197,25 +217,37 @@ class Scheduler:
                 late_ms,
                 self.executor.mode,
             )
-            await self.store.mark_started(claim.attempt_id, pid=pid, started_at=run.started_at)
+            try:
+                await self.store.mark_started(claim.attempt_id, pid=pid, started_at=run.started_at)
+            except sqlite3.Error as exc:
+                # The run goes on; only an orphan after a crash could not be found.
+                log.warning("pulse=%d: cannot record the agent's pid: %s", pulse.pulse_id, exc)
 
         try:
-            report = await self.executor.run(
-                delay=(pulse.scheduled_at - self.clock()).total_seconds(),
-                pulse_id=pulse.pulse_id,
-                attempt_id=claim.attempt_id,
-                number=claim.number,
-                prompt=pulse.prompt,
-                sticky_notes=pulse.sticky_notes,
-                session_id=pulse.session_id,
-                stop=self._stop_runs,
-                on_spawn=spawned,
-            )
+            try:
+                report = await self.executor.run(
+                    delay=(pulse.scheduled_at - self.clock()).total_seconds(),
+                    pulse_id=pulse.pulse_id,
+                    attempt_id=claim.attempt_id,
+                    number=claim.number,
+                    prompt=pulse.prompt,
+                    sticky_notes=pulse.sticky_notes,
+                    session_id=pulse.session_id,
+                    stop=self._stop_runs,
+                    on_spawn=spawned,
+                )
+            except Exception as exc:
+                log.exception("pulse=%d attempt=%d: the run failed", pulse.pulse_id, claim.number)
+                report = RunReport(
+                    started_at=time.time(),
+                    duration_ms=0,
+                    exit_code=None,
+                    failed=True,
+                    error=f"internal error while running the agent: {exc!r}",
+                    stream=StreamState(),
+                    output_tail="",
+                )
             await self._record(claim, report)
-        except Exception as exc:
-            # The attempt stays open and is recovered at the next start.
-            self.last_error = f"pulse {pulse.pulse_id}: {exc}"
-            log.exception("pulse=%d attempt=%d could not be recorded", pulse.pulse_id, claim.number)
         finally:
             del self.runs[claim.attempt_id]
             self.wake()
@@ -234,8 +266,8 @@ class Scheduler:
         else:
             state = after_success(pulse, now)
         stream = report.stream
-        await self.store.finish(
-            claim.attempt_id,
+        await self._finish(
+            claim,
             Outcome(
                 finished_at=now,
                 exit_code=report.exit_code,
@@ -273,11 +305,44 @@ class Scheduler:
                 state.status,
             )
 
+    async def _finish(self, claim: Claim, outcome: Outcome) -> None:
+        """Record an attempt's end, trying again while the database refuses: a run
+        that happened must not be left open (it would be run again after a restart)."""
+        delay = 0.5
+        while True:
+            try:
+                await self.store.finish(claim.attempt_id, outcome)
+                return
+            except sqlite3.Error as exc:
+                self.last_error = f"database: {exc}"
+                if self._closing:
+                    log.error(
+                        "pulse=%d attempt=%d: cannot record the end (%s); it is recovered "
+                        "at the next start",
+                        claim.pulse.pulse_id,
+                        claim.number,
+                        exc,
+                    )
+                    return
+                log.error(
+                    "pulse=%d attempt=%d: cannot record the end (%s); trying again in %gs",
+                    claim.pulse.pulse_id,
+                    claim.number,
+                    exc,
+                    delay,
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_runs.wait(), delay)
+            delay = min(delay * 2, 30.0)
+
     async def close(self, grace: float) -> None:
         """Stop claiming; give running attempts `grace` seconds, then stop them
         (their trees are killed and the attempts recorded as stopped)."""
         self._closing = True
         self.wake()
+        # A claim committed while the loop was stopping starts its run; wait for
+        # the loop to end so that every run is in `self.runs` below.
+        await self._loop_idle.wait()
         tasks = [run.task for run in self.runs.values()]
         if not tasks:
             return

@@ -98,10 +98,13 @@ def parse_when(text: str, *, now: datetime, tz: ZoneInfo) -> datetime:
         raise ValueError("now must be a timezone-aware datetime")
     norm = _normalise(text, "time", _WHEN_HINT)
     try:
-        return _parse_when(norm, text, now, tz).astimezone(UTC)
+        when = _parse_when(norm, text, now, tz).astimezone(UTC)
     except OverflowError as exc:
         # Dates near year 1 or 9999 fall off the end of datetime's range.
         raise TimeParseError(f"time {_quote(text)} is out of range") from exc
+    if (when - now).total_seconds() > _MAX_SECONDS:
+        raise TimeParseError(f"time {_quote(text)} is too far in the future (over 100 years)")
+    return when
 
 
 def parse_duration(text: str) -> float:

@@ -13,6 +13,7 @@ directives in the prompt say:
   [spam MB]        print MB megabytes of non-JSON noise first
   [grandchild]     leave a sleeping grandchild in the process group
   [banner]         print a non-JSON banner line first
+  [nested]         print a JSON line nested 5000 levels deep first
 
 Otherwise it answers with a success result that echoes the prompt, with a
 session id (the resumed one, or a new one), a cost and a number of turns.
@@ -103,6 +104,8 @@ def main() -> int:
 
     if directive("banner") is not None:
         print("\x1b[1mhapi v0.0-fake\x1b[0m starting…", flush=True)
+    if directive("nested") is not None:
+        print('{"a":' * 5000 + "1" + "}" * 5000, flush=True)
     session = str(flags.get("--resume") or flags.get("-r") or f"sess-{pulse}-{count}")
     if (mb := directive("spam")) is not None:
         line = b"x" * 1023 + b"\n"

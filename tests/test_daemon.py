@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket as socketlib
 import sqlite3
 import subprocess
 import sys
@@ -205,6 +206,19 @@ def test_tcp_needs_the_token_except_for_health(daemon: Daemon) -> None:
     assert os.stat(daemon.socket).st_mode & 0o777 == 0o600
 
 
+def test_undecodable_token_bytes_are_a_401(daemon: Daemon) -> None:
+    with socketlib.create_connection(("127.0.0.1", daemon.port), timeout=10) as conn:
+        conn.sendall(
+            b"GET /api/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            b"Authorization: Bearer \xff\xfe\r\n\r\n"
+        )
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 401 ")
+    assert b'"code":"unauthorized"' in answer
+
+
 def test_socket_can_require_the_token(make_daemon) -> None:  # type: ignore[no-untyped-def]
     daemon = make_daemon(REEVE_LITE_SOCKET_REQUIRE_TOKEN="true")
     with pytest.raises(ApiFailure) as err:
@@ -362,8 +376,6 @@ def test_recurring_pulse_fires_twice_on_the_real_clock(daemon: Daemon) -> None:
 
 
 def test_notify_ready_with_status_then_stopping(make_daemon, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    import socket as socketlib
-
     listener = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_DGRAM)
     listener.bind(str(tmp_path / "notify"))
     listener.settimeout(10)

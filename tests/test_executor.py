@@ -296,3 +296,75 @@ async def test_banner_before_the_json_is_tolerated(
     assert report.failed is False
     assert report.stream.cost_usd == pytest.approx(0.0123)
     assert "hapi v0.0-fake" in report.output_tail
+
+
+async def test_deeply_nested_json_line_is_skipped(
+    tmp_path: Path, fake_agent: FakeAgent, agent_env: dict[str, str]
+) -> None:
+    report = await run(settings_for(tmp_path, fake_agent), "[nested] hi", env=agent_env)
+    assert report.failed is False, report.error
+    assert report.stream.result == "done: [nested] hi"
+
+
+async def test_unusable_desk_is_a_clear_failure(tmp_path: Path, fake_agent: FakeAgent) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    settings = settings_for(tmp_path, fake_agent, REEVE_LITE_DESK=str(blocker / "desk"))
+    report = await run(settings, "go")
+    assert report.failed
+    assert report.error is not None
+    assert report.error.startswith(f"cannot use the Desk directory '{blocker / 'desk'}'")
+    assert fake_agent.calls() == []
+
+
+async def test_stop_before_the_due_instant_spawns_nothing(
+    tmp_path: Path, fake_agent: FakeAgent, agent_env: dict[str, str]
+) -> None:
+    stop = asyncio.Event()
+    executor = Executor(settings_for(tmp_path, fake_agent), env=agent_env)
+
+    async def on_spawn(pid: int, epoch: float) -> None:
+        raise AssertionError("spawned after stop")
+
+    task = asyncio.create_task(
+        executor.run(
+            pulse_id=7,
+            attempt_id=70,
+            number=1,
+            prompt="go",
+            sticky_notes=[],
+            session_id=None,
+            stop=stop,
+            on_spawn=on_spawn,
+            delay=5.0,
+        )
+    )
+    await asyncio.sleep(0.05)
+    stop.set()
+    report = await task
+    assert report.stopped
+    assert fake_agent.calls() == []
+
+
+async def test_failing_on_spawn_still_reaps_the_agent(
+    tmp_path: Path, fake_agent: FakeAgent, agent_env: dict[str, str]
+) -> None:
+    executor = Executor(settings_for(tmp_path, fake_agent), env=agent_env)
+    pids: list[int] = []
+
+    async def on_spawn(pid: int, epoch: float) -> None:
+        pids.append(pid)
+        raise RuntimeError("database gone")
+
+    with pytest.raises(RuntimeError, match="database gone"):
+        await executor.run(
+            pulse_id=7,
+            attempt_id=70,
+            number=1,
+            prompt="[sleep 30]",
+            sticky_notes=[],
+            session_id=None,
+            stop=asyncio.Event(),
+            on_spawn=on_spawn,
+        )
+    assert not _alive(pids[0])

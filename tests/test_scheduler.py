@@ -4,6 +4,7 @@ real store and the fake agent (time advanced by the clock, not by sleeping)."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -202,3 +203,93 @@ async def test_close_stops_a_running_attempt_after_the_grace(loop: Loop) -> None
     assert attempt.error is not None
     assert attempt.error.startswith("stopped")
     assert loop.scheduler.runs == {}
+
+
+async def _status(loop: Loop, pulse_id: int) -> Status:
+    return (await loop.store.get(pulse_id)).status
+
+
+async def test_a_refused_finish_is_retried_not_left_processing(
+    loop: Loop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_finish = loop.store.finish
+    refusals = []
+
+    async def flaky_finish(attempt_id: int, outcome):  # type: ignore[no-untyped-def]
+        if len(refusals) < 2:
+            refusals.append(attempt_id)
+            raise sqlite3.OperationalError("database is locked")
+        return await real_finish(attempt_id, outcome)
+
+    monkeypatch.setattr(loop.store, "finish", flaky_finish)
+    created, _ = await loop.store.create(NewPulse(prompt="ok", scheduled_at=NOW), now=NOW)
+    loop.scheduler.wake()
+
+    async def completed() -> bool:
+        return await _status(loop, created.pulse_id) is Status.COMPLETED
+
+    await wait_until(completed)
+    assert len(refusals) == 2
+    assert len(loop.agent.calls()) == 1  # recorded late, never run twice
+
+
+async def test_a_refused_start_record_does_not_stop_the_run(
+    loop: Loop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def refuse(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(loop.store, "mark_started", refuse)
+    created, _ = await loop.store.create(NewPulse(prompt="ok", scheduled_at=NOW), now=NOW)
+    loop.scheduler.wake()
+
+    async def completed() -> bool:
+        return await _status(loop, created.pulse_id) is Status.COMPLETED
+
+    await wait_until(completed)
+
+
+async def test_a_run_that_raises_becomes_a_failed_attempt(
+    loop: Loop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(**kwargs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("unexpected")
+
+    monkeypatch.setattr(loop.scheduler.executor, "run", broken)
+    created, _ = await loop.store.create(
+        NewPulse(prompt="x", scheduled_at=NOW, max_retries=0), now=NOW
+    )
+    loop.scheduler.wake()
+
+    async def failed() -> bool:
+        return await _status(loop, created.pulse_id) is Status.FAILED
+
+    await wait_until(failed)
+    [attempt] = (await loop.store.get(created.pulse_id)).attempts or []
+    assert attempt.error == "internal error while running the agent: RuntimeError('unexpected')"
+    assert loop.scheduler.runs == {}
+
+
+async def test_close_during_a_slow_claim_leaves_nothing_processing(
+    loop: Loop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_claim = loop.store.claim_due
+    claiming = asyncio.Event()
+
+    async def slow_claim(now: datetime, limit: int):  # type: ignore[no-untyped-def]
+        claims = await real_claim(now, limit)
+        if claims:
+            claiming.set()
+            await asyncio.sleep(0.2)  # committed, not yet started
+        return claims
+
+    monkeypatch.setattr(loop.store, "claim_due", slow_claim)
+    created, _ = await loop.store.create(NewPulse(prompt="[sleep 30]", scheduled_at=NOW), now=NOW)
+    loop.scheduler.wake()
+    await claiming.wait()
+    await loop.scheduler.close(grace=0.2)
+    p = await loop.store.get(created.pulse_id)
+    assert p.status is Status.PENDING  # stopped by the shutdown, to run again after it
+    [attempt] = p.attempts or []
+    assert attempt.finished_at is not None
+    assert await loop.store.running() == []

@@ -565,3 +565,10 @@ def test_parse_duration_only_raises_time_parse_error(text: str) -> None:
         assert 0 <= seconds <= 36525 * 86400
         return
     assert message
+
+
+def test_iso_times_share_the_100_year_bound() -> None:
+    now = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+    with pytest.raises(TimeParseError, match="too far in the future"):
+        parse_when("9999-12-31T23:59:59Z", now=now, tz=ZoneInfo("UTC"))
+    assert parse_when("2126-01-01T00:00:00Z", now=now, tz=ZoneInfo("UTC")).year == 2126
