@@ -16,8 +16,10 @@ def test_every_setting_has_a_row_in_the_table() -> None:
     rows = set(re.findall(r"^\| `(REEVE_LITE_[A-Z_]+)` \|", README, re.MULTILINE))
     assert rows == {s.env for s in SETTINGS}
     for setting in SETTINGS:
-        if setting.flag:
-            assert f"| `{setting.env}` | `{setting.flag}` |" in README
+        flag = f"`{setting.flag}`" if setting.flag else ""
+        [row] = [line for line in README.splitlines() if line.startswith(f"| `{setting.env}` |")]
+        assert row.startswith(f"| `{setting.env}` | {flag} |"), row
+        assert row.endswith(f"| {setting.help} |"), row
 
 
 def test_every_make_target_named_exists() -> None:
