@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -229,8 +230,13 @@ class Store:
 
     @classmethod
     async def open(cls, path: Path, *, migrate_to: int = SCHEMA_VERSION) -> Store:
-        """Open (creating if needed) the database at `path` and bring its schema up to date."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Open (creating if needed) the database at `path` and bring its schema up to date.
+
+        A new database is private to its owner (0600; SQLite gives its -wal and
+        -shm files the same mode): prompts may hold anything.
+        """
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
         db = await aiosqlite.connect(path, isolation_level=None)
         try:
             db.row_factory = sqlite3.Row

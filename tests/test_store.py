@@ -187,6 +187,14 @@ async def test_database_is_wal_with_full_sync(store: Store) -> None:
     assert await store.schema_version() == SCHEMA_VERSION
 
 
+async def test_new_database_is_private(store: Store) -> None:
+    await store.create(new(), now=NOW)
+    assert store.path.stat().st_mode & 0o777 == 0o600
+    assert store.path.parent.stat().st_mode & 0o777 == 0o700
+    wal = store.path.with_name(store.path.name + "-wal")
+    assert wal.stat().st_mode & 0o777 == 0o600
+
+
 async def test_naive_datetime_is_refused(store: Store) -> None:
     with pytest.raises(ValueError, match="naive"):
         await store.create(NewPulse(prompt="x", scheduled_at=datetime(2026, 1, 1)), now=NOW)
