@@ -14,7 +14,6 @@ flood of output costs bounded memory.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
