@@ -10,7 +10,6 @@ systemd credential `api-token` in `$CREDENTIALS_DIRECTORY`, then
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import shlex
 from collections.abc import Callable, Mapping
@@ -432,8 +431,3 @@ def _resolve_token(
             raise ConfigError(f"the API token file {path} is empty")
         return token
     return env_token
-
-
-def replace(settings: Settings, **changes: Any) -> Settings:
-    """A copy of `settings` with some fields changed (for tests and reloads)."""
-    return dataclasses.replace(settings, **changes)

@@ -53,7 +53,6 @@ class StreamState:
     """What the agent's stream-json output has told so far."""
 
     session_id: str | None = None
-    saw_result: bool = False
     is_error: bool = False
     result: str | None = None
     errors: list[str] = field(default_factory=list)
@@ -78,7 +77,6 @@ class StreamState:
         if kind == "system" and event.get("subtype") == "init" and isinstance(session, str):
             self.session_id = session
         elif kind == "result":
-            self.saw_result = True
             if isinstance(session, str):
                 self.session_id = session
             self.is_error = bool(event.get("is_error")) or event.get("subtype") not in (

@@ -301,11 +301,6 @@ class Store:
             row = await cur.fetchone()
         return str(row[0]) if row else "no answer"
 
-    async def ping(self) -> None:
-        """A cheap query that proves the connection answers."""
-        async with self._read() as db, db.execute("SELECT 1") as cur:
-            await cur.fetchone()
-
     # --- pulses
 
     async def create(self, new: NewPulse, *, now: datetime) -> tuple[Pulse, bool]:

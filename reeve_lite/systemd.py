@@ -68,10 +68,6 @@ class Notifier:
         """The daemon serves requests."""
         self.send("READY=1", f"STATUS={status}")
 
-    def status(self, status: str) -> None:
-        """A new one-line summary for `systemctl status`."""
-        self.send(f"STATUS={status}")
-
     def stopping(self) -> None:
         """The daemon is shutting down."""
         self.send("STOPPING=1", "STATUS=stopping")

@@ -55,7 +55,7 @@ def test_stream_parser_takes_session_result_and_cost_and_skips_noise() -> None:
     ]:
         state.feed(line)
     assert (state.session_id, state.is_error, state.result) == ("s2", False, "all done")
-    assert (state.cost_usd, state.num_turns, state.saw_result) == (0.25, 4, True)
+    assert (state.cost_usd, state.num_turns) == (0.25, 4)
 
 
 def test_stream_parser_reads_error_results() -> None:
