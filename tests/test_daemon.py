@@ -109,7 +109,7 @@ def test_cancel_and_reschedule(daemon: Daemon) -> None:
 
 def test_due_pulses_run_in_priority_order(daemon: Daemon) -> None:
     client = daemon.client()
-    blocker = client.create(prompt="[sleep 1]")["pulse_id"]
+    blocker = client.create(prompt="[sleep 2]")["pulse_id"]
     wait_for(lambda: daemon.agent.calls(), what="the blocker to start")
     ids = {}
     for priority in ("low", "deferred", "critical", "normal", "high"):
@@ -122,7 +122,7 @@ def test_due_pulses_run_in_priority_order(daemon: Daemon) -> None:
 
 def test_same_priority_runs_earliest_due_first(daemon: Daemon) -> None:
     client = daemon.client()
-    client.create(prompt="[sleep 1]")
+    client.create(prompt="[sleep 2]")
     wait_for(lambda: daemon.agent.calls(), what="the blocker to start")
     late = client.create(prompt="b", priority="normal", scheduled_at=at(-1))["pulse_id"]
     early = client.create(prompt="a", priority="normal", scheduled_at=at(-5))["pulse_id"]
@@ -305,10 +305,13 @@ def test_recurring_pulse_is_rearmed_at_its_next_occurrence(daemon: Daemon) -> No
     pulse = client.create(
         prompt="tick", cron="*/5 * * * *", timezone="America/New_York", scheduled_at="now"
     )
-    daemon.wait_pulse(pulse["pulse_id"], "pending")  # re-armed, not completed
-    rearmed = wait_for(
-        lambda: (p := client.get(pulse["pulse_id"]))["attempts"] and p, what="the first run"
-    )
+
+    def rearmed_after_a_run() -> dict | None:  # type: ignore[type-arg]
+        p = client.get(pulse["pulse_id"])
+        finished = [a for a in p["attempts"] if a["finished_at"]]
+        return p if finished and p["status"] == "pending" else None
+
+    rearmed = wait_for(rearmed_after_a_run, what="the first run to end and re-arm")
     due = datetime.fromisoformat(rearmed["scheduled_at"])
     assert due > datetime.now(UTC)
     assert due.minute % 5 == 0
