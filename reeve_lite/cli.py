@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         from reeve_lite.systemd import setup_logging
 
         setup_logging(settings.log_level)
-        return serve(settings)
+        return serve(settings, lambda: load_settings(overrides=overrides))
     if args.command == "config":
         _print_config(settings)
         return 0

@@ -31,6 +31,7 @@ class ConfigError(ValueError):
 class Settings:
     """Every setting of the daemon and its clients, already validated."""
 
+    config: Path
     db: Path
     socket: Path
     listen: tuple[str, int] | None
@@ -56,6 +57,7 @@ class Settings:
     max_body_bytes: int
     output_tail_bytes: int
     max_sleep: float
+    idle_exit: float
     log_level: str
 
     @property
@@ -194,6 +196,40 @@ def runtime_dir(env: Mapping[str, str]) -> Path:
     return Path(f"/tmp/reeve-lite-{os.geteuid()}")  # noqa: S108 - private per-user dir
 
 
+def config_file(env: Mapping[str, str]) -> Path:
+    """The configuration file: systemd's ConfigurationDirectory, /etc or XDG."""
+    if env.get("CONFIGURATION_DIRECTORY"):
+        return Path(env["CONFIGURATION_DIRECTORY"].split(":")[0]) / "reeve-lite.conf"
+    if os.geteuid() == 0:
+        return Path("/etc/reeve-lite/reeve-lite.conf")
+    base = env.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "reeve-lite" / "reeve-lite.conf"
+
+
+def read_config_file(path: Path) -> dict[str, str]:
+    """`REEVE_LITE_NAME=value` lines of `path` (blank lines and `#` comments
+    ignored, a value may be quoted); a missing file is empty."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    values: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key.startswith(PREFIX):
+            raise ConfigError(f"{path}:{number}: expected REEVE_LITE_NAME=value")
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key] = value
+    return values
+
+
 def local_zone_name(env: Mapping[str, str]) -> str:
     """The machine's IANA zone name: $TZ, /etc/timezone, the /etc/localtime link, or UTC."""
     candidates = [env.get("TZ", "").lstrip(":")]
@@ -236,6 +272,14 @@ def _const(value: str) -> Callable[[Mapping[str, str]], str]:
 
 
 SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "config",
+        _path,
+        lambda env: str(config_file(env)),
+        "Configuration file of REEVE_LITE_NAME=value lines (the environment wins; "
+        "re-read on SIGHUP)",
+        flag="--config",
+    ),
     Setting(
         "db",
         _path,
@@ -356,6 +400,13 @@ SETTINGS: tuple[Setting, ...] = (
         "Longest scheduler sleep; bounds lateness after a wall-clock jump or suspend",
     ),
     Setting(
+        "idle_exit",
+        _duration,
+        _const("10m"),
+        "When socket-activated: exit after this long with nothing pending, running or "
+        "asked; 0: never",
+    ),
+    Setting(
         "log_level",
         _choice("debug", "info", "warning", "error"),
         _const("info"),
@@ -383,17 +434,27 @@ def load_settings(
     """
     env = os.environ if env is None else env
     overrides = overrides or {}
+    explicit = overrides.get("config") or env.get(PREFIX + "CONFIG")
+    path = Path(explicit) if explicit else config_file(env)
+    if explicit and not path.exists():
+        raise ConfigError(f"the configuration file {path} does not exist")
+    from_file = read_config_file(path)
+    if PREFIX + "CONFIG" in from_file:
+        raise ConfigError(f"{path}: REEVE_LITE_CONFIG cannot be set in the file itself")
+    real_env = env
+    env = {**from_file, **env}
     for key in env:
         if key.startswith(PREFIX) and key not in _BY_ENV and key not in _OTHER_KNOWN:
             known = ", ".join(sorted(_BY_ENV))
-            raise ConfigError(f"unknown setting {key}; known settings: {known}")
+            where = f" in {path}" if key in from_file else ""
+            raise ConfigError(f"unknown setting {key}{where}; known settings: {known}")
     values: dict[str, Any] = {}
     for setting in SETTINGS:
         raw = overrides.get(setting.name)
         origin = setting.flag or setting.env
         if raw is None:
             raw = env.get(setting.env)
-            origin = setting.env
+            origin = setting.env if setting.env in real_env else f"{setting.env} in {path}"
         if raw is None:
             raw, origin = setting.default(env), f"default of {setting.env}"
         try:

@@ -4,24 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import logging
 import os
 import signal
 import socket
+import sqlite3
 import stat
+import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
 from reeve_lite import __version__
 from reeve_lite.api import Context, make_app
-from reeve_lite.config import Settings
+from reeve_lite.config import ConfigError, Settings
 from reeve_lite.executor import Executor, watch_children_with_pidfd
-from reeve_lite.models import Status
 from reeve_lite.scheduler import Scheduler
 from reeve_lite.store import Store, StoreError
-from reeve_lite.systemd import Notifier, listen_sockets
+from reeve_lite.systemd import Notifier, listen_sockets, watchdog_period
 from reeve_lite.timeparse import format_duration
 
 log = logging.getLogger(__name__)
@@ -81,21 +85,35 @@ def status_line(pending: int, running: int, next_in: float | None, priority: str
     return ", ".join(parts)
 
 
+# Settings bound to what was opened at start; a reload cannot change them.
+RESTART_ONLY = ("config", "db", "socket", "listen", "socket_mode", "executor", "url")
+EXIT_RESTART = 75  # EX_TEMPFAIL: idled out, but a pulse came in meanwhile
+
+
 class Daemon:
     """One running reeve-lite daemon."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, loader: Callable[[], Settings] | None = None) -> None:
         self.settings = settings
         self.notifier = Notifier()
+        self._loader = loader
         self._stop = asyncio.Event()
         self._bound_socket: Path | None = None
+        self._activated = False
+        self._idled_out = False
+        self._last_activity = time.monotonic()
+        self._background: set[asyncio.Task[None]] = set()
 
     def request_stop(self) -> None:
         """Begin a clean shutdown (SIGTERM, SIGINT)."""
         self._stop.set()
 
-    async def run(self) -> None:
-        """Serve until asked to stop."""
+    def touch(self) -> None:
+        """Note activity (a request): the idle timer starts again."""
+        self._last_activity = time.monotonic()
+
+    async def run(self) -> int:
+        """Serve until asked to stop; the exit status."""
         s = self.settings
         if s.listen and not s.api_token:
             raise StartupError(
@@ -113,18 +131,18 @@ class Daemon:
         except Exception as exc:  # sqlite3.Error and friends, with the path for context
             raise StartupError(f"cannot open the database {s.db}: {exc}") from None
         try:
-            await self._serve(store, executor)
+            return await self._serve(store, executor)
         finally:
             await store.close()
 
-    async def _serve(self, store: Store, executor: Executor) -> None:
+    async def _serve(self, store: Store, executor: Executor) -> int:
         s = self.settings
         scheduler = Scheduler(store, executor, s)
         recovered = await scheduler.recover()
         if recovered:
             log.warning("recovered %d attempt(s) interrupted by the last stop", recovered)
-        app = make_app(Context(store=store, scheduler=scheduler, settings=s))
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        ctx = Context(store=store, scheduler=scheduler, settings=s, on_request=self.touch)
+        runner = web.AppRunner(make_app(ctx), access_log=None, handle_signals=False)
         await runner.setup()
         try:
             for sock in self._sockets():
@@ -132,42 +150,136 @@ class Daemon:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.request_stop)
+            loop.add_signal_handler(
+                signal.SIGHUP, lambda: self._spawn(self._reload(ctx, scheduler))
+            )
             ticker = asyncio.create_task(scheduler.run(), name="scheduler")
-            counts = await store.counts()
+            pending = await store.count_pending()
             log.info(
                 "reeve-lite %s serving on %s%s; %d pending; executor %s; database %s",
                 __version__,
                 s.socket,
                 f" and {s.listen[0]}:{s.listen[1]}" if s.listen else "",
-                counts[Status.PENDING],
+                pending,
                 executor.mode,
                 s.db,
             )
-            nxt = await store.next_due()
-            next_in = (nxt.scheduled_at - scheduler.clock()).total_seconds() if nxt else None
-            self.notifier.ready(
-                status_line(
-                    counts[Status.PENDING],
-                    len(scheduler.runs),
-                    next_in,
-                    nxt.priority if nxt else None,
-                )
-            )
+            self.notifier.ready(await self._status_line(store, scheduler))
+            if (period := watchdog_period()) is not None:
+                self._spawn(self._watchdog(store, scheduler, period))
+            if self.notifier.enabled:
+                self._spawn(self._status_updates(store, scheduler))
+            if self._activated:
+                self._spawn(self._idle_exit(store, scheduler))
             await self._stop.wait()
             log.info("stopping")
             self.notifier.stopping()
-            await scheduler.close(s.shutdown_grace)
+            for task in self._background:
+                task.cancel()
+            await scheduler.close(self.settings.shutdown_grace)
             await ticker
         finally:
             await runner.cleanup()
             if self._bound_socket is not None:
                 with contextlib.suppress(FileNotFoundError):
                     self._bound_socket.unlink()
+        if self._idled_out and await store.count_pending():
+            log.warning("a pulse came in while idling out; exiting for systemd to restart")
+            return EXIT_RESTART
+        return 0
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _status_line(self, store: Store, scheduler: Scheduler) -> str:
+        pending = await store.count_pending()
+        nxt = await store.next_due()
+        next_in = (nxt.scheduled_at - scheduler.clock()).total_seconds() if nxt else None
+        return status_line(pending, len(scheduler.runs), next_in, nxt.priority if nxt else None)
+
+    async def _watchdog(self, store: Store, scheduler: Scheduler, period: float) -> None:
+        """Ping systemd only while the loop runs and the database answers; the
+        ping carries a fresh status line, so idle costs no extra wake-up."""
+        while True:
+            await asyncio.sleep(period)
+            try:
+                line = await asyncio.wait_for(self._status_line(store, scheduler), period)
+            except (TimeoutError, sqlite3.Error) as exc:
+                log.warning("the database did not answer the watchdog check: %r", exc)
+                continue
+            self.notifier.send("WATCHDOG=1", f"STATUS={line}")
+
+    async def _status_updates(self, store: Store, scheduler: Scheduler) -> None:
+        """Keep `systemctl status` current: a new line after each change, at most
+        one a second."""
+        last = None
+        while True:
+            await scheduler.changed.wait()
+            scheduler.changed.clear()
+            try:
+                line = await self._status_line(store, scheduler)
+            except sqlite3.Error:
+                continue
+            if line != last:
+                self.notifier.send(f"STATUS={line}")
+                last = line
+            await asyncio.sleep(1.0)
+
+    async def _idle_exit(self, store: Store, scheduler: Scheduler) -> None:
+        """Exit after `idle_exit` with nothing pending, running or asked; the socket
+        starts the daemon again on the next request."""
+        while True:
+            idle = self.settings.idle_exit
+            if idle <= 0:
+                await asyncio.sleep(3600)  # disabled; a reload may enable it
+                continue
+            remaining = self._last_activity + idle - time.monotonic()
+            if remaining > 0:
+                await asyncio.sleep(remaining)
+                continue
+            if scheduler.runs or await store.count_pending():
+                self.touch()
+                continue
+            log.info(
+                "idle for %s with nothing pending: exiting (the socket starts reeve-lite "
+                "again on the next request)",
+                format_duration(idle),
+            )
+            self._idled_out = True
+            self.request_stop()
+            return
+
+    async def _reload(self, ctx: Context, scheduler: Scheduler) -> None:
+        """SIGHUP: re-read the configuration; pending pulses and runs go on."""
+        self.notifier.reloading()
+        old = self.settings
+        try:
+            if self._loader is None:
+                raise ConfigError("no configuration source to re-read")
+            new = self._loader()
+            if old.listen and not new.api_token:
+                raise ConfigError("the API token is gone, but the TCP listener needs one")
+        except ConfigError as exc:
+            log.error("reload failed: %s; the running configuration stays", exc)
+        else:
+            stuck = [name for name in RESTART_ONLY if getattr(new, name) != getattr(old, name)]
+            if stuck:
+                log.warning("reload: %s change only with a restart", ", ".join(stuck))
+            new = dataclasses.replace(new, **{name: getattr(old, name) for name in RESTART_ONLY})
+            self.settings = ctx.settings = scheduler.settings = new
+            scheduler.executor.settings = new
+            logging.getLogger().setLevel(new.log_level.upper())
+            scheduler.wake()
+            log.info("configuration re-read from %s", new.config)
+        self.notifier.ready(await self._status_line(ctx.store, scheduler))
 
     def _sockets(self) -> list[socket.socket]:
         s = self.settings
         inherited = listen_sockets()
         if inherited:
+            self._activated = True
             socks = [sock for group in inherited.values() for sock in group]
             log.info("using %d socket(s) from systemd: %s", len(socks), ", ".join(inherited))
             return socks
@@ -178,12 +290,13 @@ class Daemon:
         return socks
 
 
-def serve(settings: Settings) -> int:
-    """Run the daemon in this process; the exit status."""
+def serve(settings: Settings, loader: Callable[[], Settings] | None = None) -> int:
+    """Run the daemon in this process; the exit status. `loader` re-reads the
+    settings on SIGHUP."""
     watch_children_with_pidfd()
-    daemon = Daemon(settings)
+    daemon = Daemon(settings, loader=loader)
     try:
-        asyncio.run(daemon.run())
+        return asyncio.run(daemon.run())
     except StartupError as exc:
         log.error("%s", exc)
         return 1
@@ -192,4 +305,3 @@ def serve(settings: Settings) -> int:
             log.error("cannot start: %s", exc)
             return 1
         raise
-    return 0

@@ -106,6 +106,8 @@ class Scheduler:
         self.runs: dict[int, Run] = {}
         self.last_error: str | None = None
         self._wake = asyncio.Event()
+        # Set whenever the queue may have changed (the loop ran): for status lines.
+        self.changed = asyncio.Event()
         self._stop_runs = asyncio.Event()
         self._loop_idle = asyncio.Event()
         self._loop_idle.set()
@@ -171,6 +173,7 @@ class Scheduler:
     async def _loop(self) -> None:
         while not self._closing:
             self._wake.clear()
+            self.changed.set()
             now = self.clock()
             free = self.settings.max_concurrent - len(self.runs)
             timeout: float | None = None

@@ -425,6 +425,15 @@ class Store:
             return None
         return NextDue(row["id"], _dt(row["scheduled_at"]), Priority.from_rank(row["priority"]))
 
+    async def count_pending(self) -> int:
+        """How many pulses are pending (an indexed count, cheap at any history size)."""
+        async with (
+            self._read() as db,
+            db.execute("SELECT COUNT(*) FROM pulses WHERE status = 'pending'") as cur,
+        ):
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
     async def counts(self) -> dict[Status, int]:
         """How many pulses are in each status (every status present, zeros included)."""
         async with (

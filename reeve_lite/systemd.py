@@ -49,6 +49,20 @@ def listen_sockets(env: Mapping[str, str] | None = None) -> dict[str, list[socke
     return found
 
 
+def watchdog_period(env: Mapping[str, str] | None = None) -> float | None:
+    """Seconds between `WATCHDOG=1` pings (half of `WATCHDOG_USEC`), or None when
+    systemd watches nothing or watches another process (`WATCHDOG_PID`)."""
+    env = os.environ if env is None else env
+    try:
+        usec = int(env.get("WATCHDOG_USEC", "0"))
+        pid = int(env.get("WATCHDOG_PID") or os.getpid())
+    except ValueError:
+        return None
+    if usec <= 0 or pid != os.getpid():
+        return None
+    return usec / 2_000_000
+
+
 class Notifier:
     """sd_notify messages; silent when there is no `NOTIFY_SOCKET`."""
 
@@ -67,6 +81,10 @@ class Notifier:
     def ready(self, status: str) -> None:
         """The daemon serves requests."""
         self.send("READY=1", f"STATUS={status}")
+
+    def reloading(self) -> None:
+        """The configuration is being re-read (`READY=1` follows)."""
+        self.send("RELOADING=1", "STATUS=reloading the configuration")
 
     def stopping(self) -> None:
         """The daemon is shutting down."""
@@ -104,3 +122,4 @@ def setup_logging(level: str, env: Mapping[str, str] | None = None) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)  # its debug is every statement

@@ -120,3 +120,36 @@ def test_every_setting_has_help_and_a_valid_default() -> None:
         assert setting.help
         assert setting.env == "REEVE_LITE_" + setting.name.upper()
         setting.parse(setting.default({}))
+
+
+def test_config_file_values_sit_under_the_environment(tmp_path: Path) -> None:
+    conf = tmp_path / "reeve-lite.conf"
+    conf.write_text(
+        "# a comment\n\nREEVE_LITE_MAX_CONCURRENT=3\n"
+        "REEVE_LITE_AGENT_COMMAND='hapi --model x'\nREEVE_LITE_RETRY_BASE=30s\n"
+    )
+    settings = load_settings({"REEVE_LITE_CONFIG": str(conf), "REEVE_LITE_RETRY_BASE": "5s"})
+    assert settings.max_concurrent == 3
+    assert settings.agent_command == ("hapi", "--model", "x")
+    assert settings.retry_base == 5.0  # the environment wins
+    assert settings.config == conf
+
+
+def test_config_file_errors_name_the_file(tmp_path: Path) -> None:
+    conf = tmp_path / "reeve-lite.conf"
+    conf.write_text("REEVE_LITE_MAX_CONCURRENT=many\n")
+    with pytest.raises(ConfigError, match=f"REEVE_LITE_MAX_CONCURRENT in {conf}='many'"):
+        load_settings({"REEVE_LITE_CONFIG": str(conf)})
+    conf.write_text("REEVE_LITE_TYPO=1\n")
+    with pytest.raises(ConfigError, match=f"unknown setting REEVE_LITE_TYPO in {conf}"):
+        load_settings({"REEVE_LITE_CONFIG": str(conf)})
+    conf.write_text("max_concurrent 3\n")
+    with pytest.raises(ConfigError, match=f"{conf}:1: expected REEVE_LITE_NAME=value"):
+        load_settings({"REEVE_LITE_CONFIG": str(conf)})
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings({"REEVE_LITE_CONFIG": str(tmp_path / "missing.conf")})
+
+
+def test_the_default_config_file_may_be_missing(tmp_path: Path) -> None:
+    settings = load_settings({"CONFIGURATION_DIRECTORY": str(tmp_path)})
+    assert settings.config == tmp_path / "reeve-lite.conf"

@@ -376,18 +376,3 @@ def test_recurring_pulse_fires_twice_on_the_real_clock(daemon: Daemon) -> None:
     assert boundary <= started < boundary + timedelta(seconds=2)
     assert datetime.fromisoformat(second["scheduled_at"]) == boundary + timedelta(minutes=1)
     assert [c["pulse_id"] for c in daemon.agent.calls()] == [str(pulse["pulse_id"])] * 2
-
-
-def test_notify_ready_with_status_then_stopping(make_daemon, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    listener = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_DGRAM)
-    listener.bind(str(tmp_path / "notify"))
-    listener.settimeout(10)
-    try:
-        daemon = make_daemon(NOTIFY_SOCKET=str(tmp_path / "notify"))
-        ready = listener.recv(4096).decode().split("\n")
-        assert ready[0] == "READY=1"
-        assert ready[1] == "STATUS=0 pending, 0 running"
-        daemon.stop()
-        assert listener.recv(4096).decode().split("\n") == ["STOPPING=1", "STATUS=stopping"]
-    finally:
-        listener.close()
