@@ -83,6 +83,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("when", metavar="WHEN")
 
     sub.add_parser("status", parents=[client], help="the daemon's queue summary")
+    p = sub.add_parser(
+        "backup",
+        help="copy the database to a dated file, keeping the last N",
+        description="A consistent copy of the live database (SQLite's online "
+        "backup), safe while the daemon runs.",
+    )
+    p.add_argument("--dir", dest="directory", help="where (default: backups/ beside the database)")
+    p.add_argument("--keep", type=int, default=7, help="how many backups to keep (default 7)")
+    p.add_argument("--db", help="the database (default: REEVE_LITE_DB)")
+
     sub.add_parser("config", help="print the effective settings (secrets hidden)")
     sub.add_parser(
         "echo-agent",
@@ -117,7 +127,28 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "config":
         _print_config(settings)
         return 0
+    if args.command == "backup":
+        return _backup(args, settings)
     return _client_command(args, settings)
+
+
+def _backup(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from reeve_lite.backup import BackupError, backup
+
+    if args.keep < 1:
+        print("reeve-lite: --keep must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    db = Path(args.db) if args.db else settings.db
+    directory = Path(args.directory) if args.directory else db.parent / "backups"
+    try:
+        target = backup(db, directory, keep=args.keep)
+    except (BackupError, OSError) as exc:
+        print(f"reeve-lite: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    print(target)
+    return 0
 
 
 def _client_command(args: argparse.Namespace, settings: Settings) -> int:

@@ -1,0 +1,80 @@
+"""`reeve-lite backup`: consistent copies of a database that is being written."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from reeve_lite.backup import BackupError, backup
+from tests.conftest import Daemon
+from tests.test_cli import cli
+
+
+def test_backup_while_the_daemon_writes(daemon: Daemon, tmp_path: Path) -> None:
+    client = daemon.client()
+    for i in range(20):
+        client.create(prompt=f"before {i}", scheduled_at="in 1 hour")
+    stop = threading.Event()
+    written: list[int] = []
+
+    def writer() -> None:
+        while not stop.is_set():
+            written.append(client.create(prompt="during", scheduled_at="in 1 hour")["pulse_id"])
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        copies = [
+            backup(
+                daemon.db,
+                tmp_path / "b",
+                keep=10,
+                now=datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=i),
+            )
+            for i in range(3)
+        ]
+    finally:
+        stop.set()
+        thread.join()
+    assert written  # writes really went on during the copies
+    for copy in copies:
+        db = sqlite3.connect(copy)
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+        count = db.execute("SELECT COUNT(*) FROM pulses").fetchone()[0]
+        assert 20 <= count <= 20 + len(written)
+        db.close()
+        assert copy.stat().st_mode & 0o777 == 0o600
+    assert not list((tmp_path / "b").glob("*.partial"))
+
+
+def test_only_the_newest_are_kept(tmp_path: Path) -> None:
+    db = tmp_path / "x.db"
+    sqlite3.connect(db).execute("CREATE TABLE t (x)").connection.close()
+    made = [
+        backup(db, tmp_path / "b", keep=3, now=datetime(2026, 1, day, tzinfo=UTC))
+        for day in range(1, 6)
+    ]
+    assert sorted((tmp_path / "b").iterdir()) == made[-3:]
+    assert made[-1].name == "reeve-lite-20260105T000000Z.db"
+
+
+def test_missing_database_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(BackupError, match="no database at"):
+        backup(tmp_path / "none.db", tmp_path / "b", keep=1)
+    done = cli("backup", "--db", str(tmp_path / "none.db"))
+    assert done.returncode == 1
+    assert "no database at" in done.stderr
+    assert cli("backup", "--keep", "0").returncode == 2
+
+
+def test_cli_backup_prints_the_copy(daemon: Daemon) -> None:
+    done = cli("backup", "--db", str(daemon.db))
+    assert done.returncode == 0, done.stderr
+    copy = Path(done.stdout.strip())
+    assert copy.parent == daemon.db.parent / "backups"
+    assert copy.exists()
