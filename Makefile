@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
-.PHONY: venv run test test-slow lint format bench clean
+.PHONY: venv run test test-slow lint format bench install-user clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -m venv $(VENV) || { echo "cannot create a virtualenv: install python3-venv (apt-get install python3-venv)"; exit 1; }
@@ -38,6 +38,19 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format reeve_lite tests bench
 	$(BIN)/ruff check --fix reeve_lite tests bench
+
+# The user units, pointing at this checkout's reeve-lite.
+UNIT_DIR ?= $(HOME)/.config/systemd/user
+install-user: $(STAMP)
+	@mkdir -p $(UNIT_DIR)
+	@for unit in units/user/*; do \
+	  sed 's#/usr/bin/reeve-lite#$(abspath $(BIN))/reeve-lite#' $$unit > $(UNIT_DIR)/$$(basename $$unit); \
+	done
+	@echo "Installed the user units in $(UNIT_DIR). Now:"
+	@echo "  systemctl --user daemon-reload"
+	@echo "  systemctl --user enable --now reeve-lite.socket reeve-lite.service"
+	@echo "  systemctl --user enable --now reeve-lite-backup.timer"
+	@echo "  loginctl enable-linger $$(id -un)    # run pulses while logged out and after a reboot"
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.lateness
