@@ -131,30 +131,88 @@ def agent_argv(command: Sequence[str], prompt: str, session_id: str | None) -> l
     return [*argv, "--", prompt]
 
 
+def _limits(settings: Settings) -> list[str]:
+    argv = []
+    if settings.scope_memory_max:
+        argv.append(f"--property=MemoryMax={settings.scope_memory_max}")
+    if settings.scope_cpu_quota:
+        argv.append(f"--property=CPUQuota={settings.scope_cpu_quota}")
+    argv.append(f"--property=TasksMax={settings.scope_tasks_max}")
+    return argv
+
+
 def scope_argv(settings: Settings, *, user: bool, unit: str) -> list[str]:
     """The `systemd-run --scope` prefix that puts a run in a transient scope."""
     argv = ["systemd-run"]
     if user:
         argv.append("--user")
     argv += ["--scope", "--quiet", "--collect", f"--unit={unit}", "--slice=reeve-lite.slice"]
-    if settings.scope_memory_max:
-        argv.append(f"--property=MemoryMax={settings.scope_memory_max}")
-    if settings.scope_cpu_quota:
-        argv.append(f"--property=CPUQuota={settings.scope_cpu_quota}")
-    argv.append(f"--property=TasksMax={settings.scope_tasks_max}")
-    return [*argv, "--"]
+    return [*argv, *_limits(settings), "--"]
 
 
-def systemd_manager(env: Mapping[str, str]) -> str | None:
-    """'system' or 'user' when `systemd-run` can reach that manager, else None."""
+@dataclass(frozen=True)
+class Manager:
+    """A systemd manager that agent runs go into.
+
+    `kind` is "system" or "user" (a transient scope, run in place), or
+    "user-service": the lingering user manager of a system service's own user,
+    where a scope cannot be made (PID migration fails), so the run is a
+    transient service. `env` is what `systemd-run` needs to reach it.
+    """
+
+    kind: str
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def user(self) -> bool:
+        """Whether `--user` is needed."""
+        return self.kind != "system"
+
+
+def systemd_manager(env: Mapping[str, str]) -> Manager | None:
+    """The manager `systemd-run` can reach from here, or None."""
     if not Path("/run/systemd/system").is_dir() or shutil.which("systemd-run") is None:
         return None
     if os.geteuid() == 0:
-        return "system" if Path("/run/systemd/private").exists() else None
+        return Manager("system") if Path("/run/systemd/private").exists() else None
     runtime = env.get("XDG_RUNTIME_DIR")
     if runtime and Path(runtime, "systemd", "private").exists():
-        return "user"
+        return Manager("user")
+    runtime = f"/run/user/{os.geteuid()}"
+    if Path(runtime, "systemd", "private").exists():
+        return Manager(
+            "user-service",
+            {"XDG_RUNTIME_DIR": runtime, "DBUS_SESSION_BUS_ADDRESS": f"unix:path={runtime}/bus"},
+        )
     return None
+
+
+def service_argv(
+    settings: Settings, *, unit: str, names: Sequence[str], timeout: float
+) -> list[str]:
+    """The `systemd-run --user --wait --pipe` prefix that makes a run a transient
+    service. Variables are passed by name only (`--setenv=NAME` takes the value
+    from systemd-run's own environment), so no value shows in `ps`."""
+    argv = [
+        "systemd-run",
+        "--user",
+        "--quiet",
+        "--collect",
+        "--wait",
+        "--pipe",
+        f"--unit={unit}",
+        "--property=Type=exec",
+        f"--property=WorkingDirectory={settings.desk}",
+        f"--property=RuntimeMaxSec={max(1, int(timeout))}",
+    ]
+    argv += _limits(settings)
+    argv += [f"--setenv={name}" for name in names]
+    return [*argv, "--"]
+
+
+def escape_for_unit(argv: Sequence[str]) -> list[str]:
+    """A transient service expands `$VAR` in its command line; `$$` is a literal `$`."""
+    return [arg.replace("$", "$$") for arg in argv]
 
 
 def agent_environment(
@@ -218,8 +276,46 @@ class Executor:
 
     @property
     def mode(self) -> str:
-        """'scope' when runs go into transient systemd scopes, else 'plain'."""
-        return "scope" if self.manager else "plain"
+        """'scope' or 'service' (transient systemd units), or 'plain'."""
+        if self.manager is None:
+            return "plain"
+        return "service" if self.manager.kind == "user-service" else "scope"
+
+    def unit_name(self, pulse_id: int, number: int) -> str | None:
+        """The transient unit of an attempt, in scope or service mode."""
+        if self.manager is None:
+            return None
+        return f"reeve-pulse-{pulse_id}-{number}.{self.mode}"
+
+    async def stop_orphan(
+        self, *, pulse_id: int, number: int, attempt_id: int, pid: int | None
+    ) -> bool:
+        """Stop what is left of an attempt cut by a crash; True when something ran."""
+        unit = self.unit_name(pulse_id, number)
+        if (
+            self.mode == "service"
+            and unit is not None
+            and await self._systemctl("is-active", "--quiet", unit) == 0
+        ):
+            await self._systemctl("stop", unit)
+            return True
+        if pid and process_runs_attempt(pid, attempt_id):
+            kill_tree(pid)
+            return True
+        return False
+
+    async def _systemctl(self, *args: str) -> int:
+        assert self.manager is not None
+        env = {**self._env, **self.manager.env}
+        command = ["systemctl", *(["--user"] if self.manager.user else []), *args]
+        proc = await asyncio.create_subprocess_exec(
+            *command, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+        )
+        try:
+            return await asyncio.wait_for(proc.wait(), timeout=30)
+        except TimeoutError:
+            proc.kill()
+            return await proc.wait()
 
     async def run(
         self,
@@ -242,12 +338,21 @@ class Executor:
         deadline = time.monotonic() + delay
         s = self.settings
         argv = agent_argv(s.agent_command, compose_prompt(prompt, sticky_notes), session_id)
-        if self.manager:
-            unit = f"reeve-pulse-{pulse_id}-{number}.scope"
-            argv = scope_argv(s, user=self.manager == "user", unit=unit) + argv
         env = agent_environment(
             self._env, pulse_id=pulse_id, attempt_id=attempt_id, socket=s.socket
         )
+        unit = self.unit_name(pulse_id, number)
+        timeout = s.agent_timeout
+        if self.manager is not None and unit is not None:
+            if self.mode == "service":
+                names = sorted(env)
+                argv = service_argv(s, unit=unit, names=names, timeout=timeout) + escape_for_unit(
+                    argv
+                )
+                env = {**env, **self.manager.env}
+                timeout += 5  # systemd enforces RuntimeMaxSec; this is the backstop
+            else:
+                argv = scope_argv(s, user=self.manager.user, unit=unit) + argv
         if (wait := deadline - time.monotonic()) > 0:
             # At most the scheduler's claim lead (25 ms): a plain sleep is the most
             # punctual wake-up, and a stop that came meanwhile is honoured below.
@@ -282,11 +387,13 @@ class Executor:
             # Inside the try: if recording the start fails, the run is still reaped.
             await on_spawn(proc.pid, spawned)
             done, _ = await asyncio.wait(
-                {waiter, stopper}, timeout=s.agent_timeout, return_when=asyncio.FIRST_COMPLETED
+                {waiter, stopper}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
             )
             if waiter not in done:
                 timed_out = stopper not in done
                 stopped = not timed_out
+                if self.mode == "service" and unit is not None:
+                    await self._systemctl("stop", unit)
                 await self._terminate(proc.pid, waiter)
         finally:
             stopper.cancel()
@@ -298,6 +405,8 @@ class Executor:
                 await self._terminate(proc.pid, waiter)
         code = proc.returncode
         duration_ms = int((time.monotonic() - t0) * 1000)
+        if self.mode == "service" and code and duration_ms >= s.agent_timeout * 1000:
+            timed_out = True  # systemd stopped the unit at RuntimeMaxSec
         tail_text = tail.decode("utf-8", "replace")
         error = _judge(
             code, stream, tail_text, timed_out=timed_out, stopped=stopped, timeout=s.agent_timeout

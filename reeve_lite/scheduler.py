@@ -21,13 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from reeve_lite.config import Settings
-from reeve_lite.executor import (
-    Executor,
-    RunReport,
-    StreamState,
-    kill_tree,
-    process_runs_attempt,
-)
+from reeve_lite.executor import Executor, RunReport, StreamState
 from reeve_lite.models import Pulse, Status
 from reeve_lite.recurrence import load_zone, next_occurrence
 from reeve_lite.store import Claim, Outcome, Store
@@ -126,9 +120,13 @@ class Scheduler:
         for running in await self.store.running():
             attempt = running.attempt
             note = ""
-            if attempt.pid and process_runs_attempt(attempt.pid, attempt.attempt_id):
-                kill_tree(attempt.pid)
-                note = "; its orphaned agent process group was killed"
+            if await self.executor.stop_orphan(
+                pulse_id=running.pulse.pulse_id,
+                number=attempt.number,
+                attempt_id=attempt.attempt_id,
+                pid=attempt.pid,
+            ):
+                note = "; its orphaned agent was stopped"
             state = after_failure(running.pulse, now, delay=0)
             if attempt.pid is None:
                 error = "interrupted: the daemon stopped before the agent started"

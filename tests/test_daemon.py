@@ -153,7 +153,7 @@ def test_restart_recovers_a_pulse_stuck_in_processing(make_daemon) -> None:  # t
     first, second = pulse["attempts"]
     assert first["is_error"] is True
     assert "interrupted" in first["error"]
-    assert "orphaned agent process group was killed" in first["error"]
+    assert "its orphaned agent was stopped" in first["error"]
     assert second["is_error"] is False
     assert pulse["retry_count"] == 1
     wait_for(lambda: not _alive(orphan), 5, "the orphan to be gone")

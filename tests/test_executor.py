@@ -16,7 +16,9 @@ from reeve_lite.executor import (
     StreamState,
     agent_argv,
     compose_prompt,
+    escape_for_unit,
     scope_argv,
+    service_argv,
 )
 from tests.conftest import FakeAgent, wait_for
 from tests.test_scheduler import settings_for
@@ -368,3 +370,38 @@ async def test_failing_on_spawn_still_reaps_the_agent(
             on_spawn=on_spawn,
         )
     assert not _alive(pids[0])
+
+
+def test_service_prefix_passes_variables_by_name_only(
+    tmp_path: Path, fake_agent: FakeAgent
+) -> None:
+    settings = settings_for(tmp_path, fake_agent, REEVE_LITE_AGENT_TIMEOUT="90s")
+    argv = service_argv(
+        settings,
+        unit="reeve-pulse-4-2.service",
+        names=["ANTHROPIC_API_KEY", "REEVE_PULSE_ID"],
+        timeout=90,
+    )
+    assert argv[:2] == ["systemd-run", "--user"]
+    assert {
+        "--wait",
+        "--pipe",
+        "--collect",
+        "--property=Type=exec",
+        "--property=RuntimeMaxSec=90",
+        f"--property=WorkingDirectory={settings.desk}",
+        "--setenv=ANTHROPIC_API_KEY",
+        "--setenv=REEVE_PULSE_ID",
+    } <= set(argv)
+    assert not any(
+        "=" in arg.removeprefix("--setenv=") for arg in argv if arg.startswith("--setenv=")
+    )
+    assert argv[-1] == "--"
+
+
+def test_dollars_are_escaped_for_a_transient_service() -> None:
+    assert escape_for_unit(["hapi", "cost $5 and $HOME", "$$"]) == [
+        "hapi",
+        "cost $$5 and $$HOME",
+        "$$$$",
+    ]
