@@ -205,6 +205,7 @@ async def status(_request: web.Request, ctx: Context) -> web.Response:
             ],
             max_concurrent=ctx.settings.max_concurrent,
             executor=ctx.scheduler.executor.mode,
+            limits_unenforced=ctx.scheduler.executor.unenforced,
             last_error=ctx.scheduler.last_error,
         )
     )

@@ -187,6 +187,31 @@ def systemd_manager(env: Mapping[str, str]) -> Manager | None:
     return None
 
 
+# The limit each setting sets, and the cgroup controller that enforces it.
+_CONTROLLERS = {"scope_memory_max": "memory", "scope_cpu_quota": "cpu", "scope_tasks_max": "pids"}
+
+
+def unenforced_limits(
+    settings: Settings, manager: Manager, root: Path = Path("/sys/fs/cgroup")
+) -> list[str]:
+    """The configured limits whose cgroup controller the manager cannot use here
+    (on a hybrid or cgroup v1 host, or in a container without delegation)."""
+    if manager.kind == "system":
+        available = root / "cgroup.controllers"
+    else:
+        uid = os.geteuid()
+        available = root / f"user.slice/user-{uid}.slice/user@{uid}.service/cgroup.controllers"
+    try:
+        controllers = set(available.read_text().split())
+    except OSError:
+        controllers = set()
+    return [
+        name
+        for name, controller in _CONTROLLERS.items()
+        if getattr(settings, name) and controller not in controllers
+    ]
+
+
 def service_argv(
     settings: Settings, *, unit: str, names: Sequence[str], timeout: float
 ) -> list[str]:
@@ -273,6 +298,13 @@ class Executor:
                 "(not booted with systemd, or no user manager); use auto or off"
             )
         self.manager = manager
+        self.unenforced = unenforced_limits(settings, manager) if manager else []
+        if self.unenforced:
+            log.warning(
+                "systemd cannot enforce %s here: the cgroup controller is missing; "
+                "agent runs go on without that limit",
+                ", ".join(self.unenforced),
+            )
 
     @property
     def mode(self) -> str:

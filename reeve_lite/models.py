@@ -194,7 +194,12 @@ class StatusOut(BaseModel):
     next_due_pulse_id: int | None
     running: list[RunningAttempt]
     max_concurrent: int
-    executor: str = Field(description="'scope' (systemd-run) or 'plain'.")
+    executor: str = Field(description="'scope' or 'service' (transient systemd units) or 'plain'.")
+    limits_unenforced: list[str] = Field(
+        default_factory=list,
+        description="Configured limits (e.g. scope_memory_max) that systemd cannot enforce "
+        "here because the cgroup controller is missing.",
+    )
     last_error: str | None
 
 

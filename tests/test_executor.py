@@ -12,6 +12,7 @@ import pytest
 from reeve_lite.config import Settings
 from reeve_lite.executor import (
     Executor,
+    Manager,
     RunReport,
     StreamState,
     agent_argv,
@@ -19,6 +20,7 @@ from reeve_lite.executor import (
     escape_for_unit,
     scope_argv,
     service_argv,
+    unenforced_limits,
 )
 from tests.conftest import FakeAgent, wait_for
 from tests.test_scheduler import settings_for
@@ -404,4 +406,19 @@ def test_dollars_are_escaped_for_a_transient_service() -> None:
         "hapi",
         "cost $$5 and $$HOME",
         "$$$$",
+    ]
+
+
+def test_limits_without_a_controller_are_reported(tmp_path: Path, fake_agent: FakeAgent) -> None:
+    settings = settings_for(tmp_path, fake_agent, REEVE_LITE_SCOPE_CPU_QUOTA="")
+    root = tmp_path / "cgroup"
+    root.mkdir()
+    (root / "cgroup.controllers").write_text("cpuset cpu io pids\n")
+    assert unenforced_limits(settings, Manager("system"), root) == ["scope_memory_max"]
+    (root / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
+    assert unenforced_limits(settings, Manager("system"), root) == []
+    # No unified hierarchy at all: nothing can be promised.
+    assert unenforced_limits(settings, Manager("user"), tmp_path / "none") == [
+        "scope_memory_max",
+        "scope_tasks_max",
     ]
