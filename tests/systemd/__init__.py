@@ -1,0 +1,1 @@
+"""The systemd tier: tests that boot a real systemd in systemd-nspawn (see conftest.py)."""
