@@ -218,10 +218,10 @@ def service_argv(
     """The `systemd-run --user --wait --pipe` prefix that makes a run a transient
     service. Variables are passed by name only (`--setenv=NAME` takes the value
     from systemd-run's own environment), so no value shows in `ps`."""
+    # Not --quiet: its closing "Finished with result: ..." line names a timeout or OOM kill.
     argv = [
         "systemd-run",
         "--user",
-        "--quiet",
         "--collect",
         "--wait",
         "--pipe",
@@ -437,12 +437,15 @@ class Executor:
                 await self._terminate(proc.pid, waiter)
         code = proc.returncode
         duration_ms = int((time.monotonic() - t0) * 1000)
-        if self.mode == "service" and code and duration_ms >= s.agent_timeout * 1000:
-            timed_out = True  # systemd stopped the unit at RuntimeMaxSec
         tail_text = tail.decode("utf-8", "replace")
+        unit_result = _unit_result(tail_text) if self.mode == "service" else None
+        if unit_result == "timeout":
+            timed_out = True  # systemd stopped the unit at RuntimeMaxSec
         error = _judge(
             code, stream, tail_text, timed_out=timed_out, stopped=stopped, timeout=s.agent_timeout
         )
+        if unit_result == "oom-kill":
+            error = f"killed for using more memory than MemoryMax={s.scope_memory_max}"
         return RunReport(
             started_at=spawned,
             duration_ms=duration_ms,
@@ -525,6 +528,15 @@ def _judge(
     if stream.is_error:
         text = detail or stream.result or "no detail"
         return f"agent reported an error: {text}"
+    return None
+
+
+def _unit_result(tail: str) -> str | None:
+    """The result systemd-run reported for a transient service ("success",
+    "timeout", "oom-kill", "signal" ...), from its closing lines."""
+    for line in reversed(tail.splitlines()[-20:]):
+        if line.startswith("Finished with result: "):
+            return line.removeprefix("Finished with result: ").strip()
     return None
 
 

@@ -46,7 +46,17 @@ CACHE_DIR = Path(os.environ.get("REEVE_LITE_TEST_CACHE", "/var/cache/reeve-lite-
 
 SUITE = "bookworm"
 FALLBACK_MIRROR = "http://deb.debian.org/debian"
-PACKAGES = ("systemd", "systemd-sysv", "dbus", "python3", "python3-venv")
+# libpam-systemd: without pam_systemd a lingering user manager cannot start;
+# dbus-user-session: systemd-run --user needs the user bus.
+PACKAGES = (
+    "systemd",
+    "systemd-sysv",
+    "dbus",
+    "dbus-user-session",
+    "libpam-systemd",
+    "python3",
+    "python3-venv",
+)
 # Where the runtime dependencies live inside the root; the project is added per session.
 VENV = "/opt/reeve-lite"
 # Building the project with --no-build-isolation needs the backend in the venv, and
