@@ -14,6 +14,7 @@ directives in the prompt say:
   [grandchild]     leave a sleeping grandchild in the process group
   [banner]         print a non-JSON banner line first
   [nested]         print a JSON line nested 5000 levels deep first
+  [memory MB]      hold MB megabytes of memory for a second
 
 Otherwise it answers with a success result that echoes the prompt, with a
 session id (the resumed one, or a new one), a cost and a number of turns.
@@ -120,6 +121,12 @@ def main() -> int:
             stderr=subprocess.DEVNULL,
         )
         (state / f"grandchild-{pulse}").write_text("spawned")
+    if (mb := directive("memory")) is not None:
+        hog = bytearray(int(float(mb) * 1024 * 1024))
+        for i in range(0, len(hog), 4096):
+            hog[i] = 1  # touch every page, so the memory is really used
+        time.sleep(1)
+        del hog
     if (seconds := directive("sleep")) is not None:
         time.sleep(float(seconds))
     if (seconds := directive("sleep-first")) is not None and count == 1:
