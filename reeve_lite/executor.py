@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from reeve_lite.config import Settings
+from reeve_lite.systemd import JournalLines, journal_attached
 
 log = logging.getLogger(__name__)
 
@@ -298,6 +299,8 @@ class Executor:
                 "(not booted with systemd, or no user manager); use auto or off"
             )
         self.manager = manager
+        # Under systemd the agent's output also goes to the journal, line by line.
+        self._journal = journal_attached(self._env)
         self.unenforced = unenforced_limits(settings, manager) if manager else []
         if self.unenforced:
             log.warning(
@@ -411,7 +414,15 @@ class Executor:
         assert proc.stdout is not None
         stream = StreamState()
         tail = bytearray()
-        reader = asyncio.create_task(self._read(proc.stdout, stream, tail))
+        journal = (
+            JournalLines(
+                f"reeve-pulse-{pulse_id}-{number}",
+                {"REEVE_PULSE_ID": str(pulse_id), "REEVE_ATTEMPT": str(number)},
+            )
+            if self._journal
+            else None
+        )
+        reader = asyncio.create_task(self._read(proc.stdout, stream, tail, journal))
         waiter = asyncio.create_task(proc.wait())
         stopper = asyncio.create_task(stop.wait())
         timed_out = stopped = False
@@ -433,6 +444,8 @@ class Executor:
             kill_tree(proc.pid)
             await asyncio.wait({reader}, timeout=2.0)
             reader.cancel()
+            if journal is not None:
+                journal.close()
             if not waiter.done():
                 await self._terminate(proc.pid, waiter)
         code = proc.returncode
@@ -466,7 +479,13 @@ class Executor:
             kill_tree(pgid, signal.SIGKILL)
             await waiter
 
-    async def _read(self, pipe: asyncio.StreamReader, stream: StreamState, tail: bytearray) -> None:
+    async def _read(
+        self,
+        pipe: asyncio.StreamReader,
+        stream: StreamState,
+        tail: bytearray,
+        journal: JournalLines | None,
+    ) -> None:
         cap = self.settings.output_tail_bytes
         line = bytearray()
         oversized = False
@@ -480,6 +499,8 @@ class Executor:
                 if not oversized:
                     line += chunk[start:end]
                     stream.feed(bytes(line))
+                    if journal is not None:
+                        journal.send(bytes(line))
                 line.clear()
                 oversized = False
                 start = end + 1
@@ -491,6 +512,8 @@ class Executor:
                     oversized = True
         if line and not oversized:
             stream.feed(bytes(line))
+            if journal is not None:
+                journal.send(bytes(line))
 
 
 def _spawn_error(program: str, exc: OSError, desk: Path) -> str:

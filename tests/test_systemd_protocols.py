@@ -257,3 +257,53 @@ def test_plain_log_lines_without_the_journal(daemon: Daemon) -> None:
     [line] = [line for line in daemon.log().splitlines() if "serving on" in line]
     assert line[:4].isdigit()  # a time stamp, no priority prefix
     assert " INFO reeve_lite.daemon: reeve-lite" in line
+
+
+def parse_native(datagram: bytes) -> dict[str, bytes]:
+    """journald's native protocol: KEY=value lines, or KEY\\n<64-bit length><data>\\n."""
+    fields: dict[str, bytes] = {}
+    rest = datagram
+    while rest:
+        head, _, rest = rest.partition(b"\n")
+        if b"=" in head:
+            key, _, value = head.partition(b"=")
+            fields[key.decode()] = value
+        else:
+            size = int.from_bytes(rest[:8], "little")
+            fields[head.decode()] = rest[8 : 8 + size]
+            rest = rest[8 + size + 1 :]
+    return fields
+
+
+def test_agent_lines_reach_the_journal_tagged_with_their_pulse(tmp_path: Path) -> None:
+    from reeve_lite.systemd import MAX_JOURNAL_LINE, JournalLines
+
+    journal = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    journal.bind(str(tmp_path / "journal.sock"))
+    journal.settimeout(5)
+    lines = JournalLines(
+        "reeve-pulse-42-1", {"REEVE_PULSE_ID": "42"}, path=str(tmp_path / "journal.sock")
+    )
+    try:
+        lines.send(b'{"type":"result","result":"two\\nlines"}')
+        lines.send(b"multi\nline")
+        lines.send(b"x" * (MAX_JOURNAL_LINE + 100))
+        first, second, third = (parse_native(journal.recv(1 << 20)) for _ in range(3))
+    finally:
+        lines.close()
+        journal.close()
+    assert first["SYSLOG_IDENTIFIER"] == b"reeve-pulse-42-1"
+    assert first["REEVE_PULSE_ID"] == b"42"
+    assert first["PRIORITY"] == b"6"
+    assert first["MESSAGE"] == b'{"type":"result","result":"two\\nlines"}'
+    assert second["MESSAGE"] == b"multi\nline"
+    assert len(third["MESSAGE"]) == MAX_JOURNAL_LINE
+
+
+def test_a_missing_journal_drops_lines_without_blocking(tmp_path: Path) -> None:
+    from reeve_lite.systemd import JournalLines
+
+    lines = JournalLines("reeve-pulse-1-1", {}, path=str(tmp_path / "absent.sock"))
+    lines.send(b"nobody listens")
+    lines.close()
+    assert lines.dropped == 1

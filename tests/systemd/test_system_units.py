@@ -139,6 +139,12 @@ def test_failures_reach_the_journal_with_their_priority(system: Container) -> No
     )
     warnings = system.run("journalctl -u reeve-lite -p warning -o cat --no-pager").stdout
     assert f"pulse={pulse['pulse_id']} attempt=1 failed: agent exited with status 3" in warnings
+    # The agent's own output, line by line, tagged with its pulse.
+    output = system.run(f"journalctl -t reeve-pulse-{pulse['pulse_id']}-1 -o cat --no-pager")
+    assert "Error: asked to exit 3" in output.stdout
+    assert '"subtype": "init"' in output.stdout
+    by_field = system.run(f"journalctl REEVE_PULSE_ID={pulse['pulse_id']} -o cat --no-pager")
+    assert by_field.stdout == output.stdout
     info_only = system.run("journalctl -u reeve-lite -p info -o cat --no-pager").stdout
     assert f"pulse={pulse['pulse_id']} attempt=1 started" in info_only
     assert f"pulse={pulse['pulse_id']} attempt=1 started" not in warnings
