@@ -181,6 +181,21 @@ def test_watchdog_restarts_a_frozen_daemon_and_nothing_is_lost(system: Container
     system.run("rm -r /etc/systemd/system/reeve-lite.service.d && systemctl daemon-reload")
 
 
+def test_after_boot_a_pending_pulse_fires_without_any_client(system: Container) -> None:
+    system.run("systemctl enable reeve-lite.service")
+    pulse = client(system, "schedule", "'in 6 seconds'", "'after the reboot'")
+    system.run("systemctl stop reeve-lite.service reeve-lite.socket")
+    # What boot does: start the default target and what it wants. No client connects.
+    system.run("systemctl start multi-user.target")
+    assert show(system, "reeve-lite.service", "ActiveState") == "active"
+    poll(
+        lambda: any(c["pulse_id"] == str(pulse["pulse_id"]) for c in calls(system)),
+        30,
+        "the pulse to fire",
+    )
+    system.run("systemctl disable reeve-lite.service")
+
+
 def test_idle_exit_then_the_socket_starts_it_again(system: Container) -> None:
     for pulse in client(system, "list")["pulses"]:
         client(system, "cancel", str(pulse["pulse_id"]))
