@@ -282,6 +282,11 @@ class Daemon:
             self._activated = True
             socks = [sock for group in inherited.values() for sock in group]
             log.info("using %d socket(s) from systemd: %s", len(socks), ", ".join(inherited))
+            if "tcp" in inherited and not s.api_token:
+                log.error(
+                    "systemd passed a TCP socket but no API token is set: every TCP request "
+                    "but /api/health is refused (give the credential api-token)"
+                )
             return socks
         socks = [bind_unix_socket(s.socket, s.socket_mode)]
         self._bound_socket = s.socket

@@ -189,6 +189,21 @@ def test_first_request_on_tcp_is_answered(bare_daemon: Daemon) -> None:
 
 
 @needs_activate
+def test_activated_tcp_without_a_token_refuses_and_says_why(bare_daemon: Daemon) -> None:
+    proc = activated(bare_daemon, tcp=True, extra={"REEVE_LITE_API_TOKEN": ""})
+    try:
+        anonymous = Client(socket_path=bare_daemon.socket, url=bare_daemon.url)
+        assert anonymous.health()["ok"] is True
+        with pytest.raises(ApiFailure) as err:
+            bare_daemon.tcp_client().status()
+        assert err.value.status == 401
+        assert "systemd passed a TCP socket but no API token is set" in bare_daemon.log()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+
+
+@needs_activate
 def test_idle_exit_only_with_nothing_pending(bare_daemon: Daemon) -> None:
     proc = activated(bare_daemon, tcp=False, extra={"REEVE_LITE_IDLE_EXIT": "1s"})
     try:
