@@ -199,7 +199,11 @@ async def status(_request: web.Request, ctx: Context) -> web.Response:
             next_due_pulse_id=nxt.pulse_id if nxt else None,
             running=[
                 RunningAttempt(
-                    pulse_id=r.pulse_id, attempt_id=r.attempt_id, started_at=r.started_at, pid=r.pid
+                    pulse_id=r.pulse_id,
+                    attempt_id=r.attempt_id,
+                    started_at=r.started_at,
+                    pid=r.pid,
+                    session_id=r.stream.session_id,
                 )
                 for r in runs
             ],

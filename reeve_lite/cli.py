@@ -83,6 +83,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("when", metavar="WHEN")
 
     sub.add_parser("status", parents=[client], help="the daemon's queue summary")
+    sub.add_parser(
+        "mcp",
+        parents=[client],
+        help="serve MCP on stdio (for Claude Code)",
+        description="An MCP server on stdin/stdout whose tools schedule, list, "
+        "show, move and cancel pulses through the daemon.",
+    )
     p = sub.add_parser(
         "backup",
         help="copy the database to a dated file, keeping the last N",
@@ -129,6 +136,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "backup":
         return _backup(args, settings)
+    if args.command == "mcp":
+        from reeve_lite.client import Client
+        from reeve_lite.mcp_server import run
+
+        return run(Client.from_settings(settings))
     return _client_command(args, settings)
 
 

@@ -364,6 +364,7 @@ class Executor:
         stop: asyncio.Event,
         on_spawn: Callable[[int, float], Awaitable[None]],
         delay: float = 0.0,
+        stream: StreamState | None = None,
     ) -> RunReport:
         """Run the agent for one attempt until it exits, times out or `stop` is set.
 
@@ -412,7 +413,7 @@ class Executor:
             return RunReport(started, 0, None, True, reason, StreamState(), "")
         spawned = time.time()
         assert proc.stdout is not None
-        stream = StreamState()
+        stream = stream or StreamState()
         tail = bytearray()
         journal = (
             JournalLines(

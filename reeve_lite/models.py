@@ -182,6 +182,9 @@ class RunningAttempt(BaseModel):
     attempt_id: int
     started_at: datetime
     pid: int | None
+    session_id: str | None = Field(
+        default=None, description="The agent's session, once its first event told it."
+    )
 
 
 class StatusOut(BaseModel):

@@ -17,7 +17,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from reeve_lite.config import Settings
@@ -85,6 +85,8 @@ class Run:
     started_at: datetime
     task: asyncio.Task[None]
     pid: int | None = None
+    # What the agent has said so far (its session id is known from the first event).
+    stream: StreamState = field(default_factory=StreamState)
 
 
 class Scheduler:
@@ -236,6 +238,7 @@ class Scheduler:
                     session_id=pulse.session_id,
                     stop=self._stop_runs,
                     on_spawn=spawned,
+                    stream=run.stream,
                 )
             except Exception as exc:
                 log.exception("pulse=%d attempt=%d: the run failed", pulse.pulse_id, claim.number)

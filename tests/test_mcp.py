@@ -1,0 +1,149 @@
+"""`reeve-lite mcp` driven by the mcp SDK's own stdio client against a real daemon."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from mcp.client.session import ClientSession
+from mcp.client.stdio import StdioServerParameters, stdio_client
+
+from tests.conftest import Daemon, clean_env, wait_for
+
+TOOLS = {"schedule_pulse", "list_upcoming_pulses", "get_pulse", "cancel_pulse", "reschedule_pulse"}
+
+
+@asynccontextmanager
+async def mcp_session(daemon: Daemon, **env: str) -> AsyncIterator[ClientSession]:
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "reeve_lite.cli", "mcp"],
+        env=clean_env() | {"REEVE_LITE_SOCKET": str(daemon.socket)} | env,
+    )
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        yield session
+
+
+async def call(session: ClientSession, tool: str, **arguments: Any) -> Any:
+    return await session.call_tool(tool, arguments)
+
+
+async def test_tools_are_listed_with_their_schemas(daemon: Daemon) -> None:
+    async with mcp_session(daemon) as session:
+        listed = (await session.list_tools()).tools
+    tools = {tool.name: tool for tool in listed}
+    assert set(tools) == TOOLS
+    schedule = tools["schedule_pulse"]
+    assert "tomorrow at 9am" in (schedule.description or "")
+    props = schedule.input_schema["properties"]
+    assert schedule.input_schema["required"] == ["scheduled_at", "prompt"]
+    assert props["priority"]["enum"] == ["critical", "high", "normal", "low", "deferred"]
+    assert props["prompt"]["maxLength"] == 32768
+    assert schedule.output_schema is not None
+    assert "pulse_id" in schedule.output_schema["properties"]
+
+
+async def test_every_tool_against_the_daemon(daemon: Daemon) -> None:
+    async with mcp_session(daemon) as session:
+        made = await call(
+            session,
+            "schedule_pulse",
+            scheduled_at="in 2 hours",
+            prompt="Check on the deploy",
+            sticky_notes=["it was flaky"],
+            tags=["ops"],
+        )
+        assert made.is_error is False
+        pulse = made.structured_content
+        assert made.content[0].text.startswith(f"Scheduled pulse {pulse['pulse_id']} for ")
+        stored = daemon.client().get(pulse["pulse_id"])
+        assert (stored["source"], stored["sticky_notes"], stored["tags"]) == (
+            "reeve",
+            ["it was flaky"],
+            ["ops"],
+        )
+
+        listed = await call(session, "list_upcoming_pulses")
+        assert [p["pulse_id"] for p in listed.structured_content["pulses"]] == [pulse["pulse_id"]]
+        assert "Check on the deploy" in listed.content[0].text
+
+        moved = await call(
+            session,
+            "reschedule_pulse",
+            pulse_id=pulse["pulse_id"],
+            new_scheduled_at="tomorrow at 9am",
+        )
+        assert moved.is_error is False
+        assert (
+            daemon.client().get(pulse["pulse_id"])["scheduled_at"]
+            == (moved.structured_content["scheduled_at"])
+        )
+
+        shown = await call(session, "get_pulse", pulse_id=pulse["pulse_id"])
+        assert shown.structured_content["attempts"] == []
+        assert "is pending" in shown.content[0].text
+
+        cancelled = await call(session, "cancel_pulse", pulse_id=pulse["pulse_id"])
+        assert cancelled.structured_content["status"] == "cancelled"
+        assert daemon.client().get(pulse["pulse_id"])["status"] == "cancelled"
+        everything = await call(session, "list_upcoming_pulses", include_completed=True)
+        assert everything.structured_content["total"] == 1
+
+
+async def test_mistakes_are_tool_errors_that_say_how_to_fix_them(daemon: Daemon) -> None:
+    async with mcp_session(daemon) as session:
+        bad_time = await call(session, "schedule_pulse", scheduled_at="whenever", prompt="x")
+        assert bad_time.is_error is True
+        assert "cannot understand time 'whenever'" in bad_time.content[0].text
+        assert "Call again with one of the accepted forms" in bad_time.content[0].text
+        unknown = await call(session, "cancel_pulse", pulse_id=999)
+        assert unknown.is_error is True
+        assert "list_upcoming_pulses" in unknown.content[0].text
+        done = daemon.client().create(prompt="ran", scheduled_at="in 1 hour")
+        daemon.client().cancel(done["pulse_id"])
+        twice = await call(
+            session, "reschedule_pulse", pulse_id=done["pulse_id"], new_scheduled_at="now"
+        )
+        assert twice.is_error is True
+        assert "only a pending pulse can be changed" in twice.content[0].text
+        schema = await call(session, "schedule_pulse", scheduled_at="now", prompt="")
+        assert schema.is_error is True
+        no_session = await call(
+            session, "schedule_pulse", scheduled_at="now", prompt="x", resume_current_session=True
+        )
+        assert no_session.is_error is True
+        assert "REEVE_PULSE_ID is not set" in no_session.content[0].text
+        # The server is still alive after all that.
+        assert (await call(session, "list_upcoming_pulses")).is_error is False
+    assert daemon.client().list(status="pending")["total"] == 0
+
+
+async def test_resume_current_session_uses_the_running_pulse(daemon: Daemon) -> None:
+    running = daemon.client().create(prompt="[sleep 5] long task")
+    wait_for(
+        lambda: any(r.get("session_id") for r in daemon.client().status()["running"]),
+        10,
+        "the session id to be known",
+    )
+    async with mcp_session(daemon, REEVE_PULSE_ID=str(running["pulse_id"])) as session:
+        made = await call(
+            session,
+            "schedule_pulse",
+            scheduled_at="in 1 hour",
+            prompt="follow up",
+            resume_current_session=True,
+        )
+    assert made.is_error is False
+    assert made.structured_content["session_id"] == f"sess-{running['pulse_id']}-1"
+
+
+async def test_unreachable_daemon_is_a_tool_error(daemon: Daemon, tmp_path: Any) -> None:
+    params_env = {"REEVE_LITE_SOCKET": str(tmp_path / "nobody.sock")}
+    daemon_elsewhere = Daemon(tmp_path, daemon.agent, {})
+    async with mcp_session(daemon_elsewhere, **params_env) as session:
+        result = await call(session, "list_upcoming_pulses")
+    assert result.is_error is True
+    assert "cannot reach the daemon" in result.content[0].text
