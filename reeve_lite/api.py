@@ -20,6 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
@@ -31,6 +32,8 @@ from reeve_lite.executor import compose_prompt
 from reeve_lite.models import (
     ErrorOut,
     Health,
+    Notify,
+    NotifyOut,
     Pulse,
     PulseCreate,
     PulseList,
@@ -43,6 +46,7 @@ from reeve_lite.models import (
 from reeve_lite.recurrence import RecurrenceError, load_zone, next_occurrence, validate_cron
 from reeve_lite.scheduler import Scheduler
 from reeve_lite.store import MAX_ATTEMPTS_SHOWN, NewPulse, NotFound, NotPending, Store
+from reeve_lite.telegram import BotApi, Link, TelegramError
 from reeve_lite.timeparse import TimeParseError, parse_when
 
 log = logging.getLogger(__name__)
@@ -67,6 +71,7 @@ class Context:
     scheduler: Scheduler
     settings: Settings
     started: float = field(default_factory=time.monotonic)
+    bot: BotApi | None = None
     on_request: Callable[[], None] | None = None
 
 
@@ -316,6 +321,50 @@ async def reschedule(request: web.Request, ctx: Context) -> web.Response:
     return json_response(pulse)
 
 
+async def notify(request: web.Request, ctx: Context) -> web.Response:
+    """Send a message to the user's Telegram chats."""
+    body: Notify = await _body(request, Notify, ctx)
+    s = ctx.settings
+    if ctx.bot is None or not s.telegram_chat_ids:
+        raise ApiError(
+            503,
+            "not_configured",
+            "notifications are not configured: set "
+            "REEVE_LITE_TELEGRAM_TOKEN (or the credential telegram-token) and "
+            "REEVE_LITE_TELEGRAM_CHAT_IDS",
+        )
+    link = Link(body.link_url, body.link_text) if body.link_url else None
+    if link is None and body.pulse_id is not None and s.session_url:
+        session = next(
+            (
+                r.stream.session_id
+                for r in ctx.scheduler.runs.values()
+                if r.pulse_id == body.pulse_id and r.stream.session_id
+            ),
+            None,
+        )
+        if session:
+            link = Link(s.session_url.format(session_id=quote(session, safe="")), "Open session")
+    text = f"\u203c\ufe0f {body.message}" if body.priority == "critical" else body.message
+    sent = 0
+    try:
+        for chat in s.telegram_chat_ids:
+            sent += await ctx.bot.send_message(
+                chat,
+                text,
+                parse_mode=body.parse_mode,
+                silent=body.priority == "silent",
+                link=link,
+            )
+    except TelegramError as exc:
+        log.error("notification not sent: %s", exc)
+        raise ApiError(502, "telegram_error", str(exc)) from None
+    log.info("notification sent to %d chat(s) (%s)", len(s.telegram_chat_ids), body.priority)
+    return json_response(
+        NotifyOut(chats=list(s.telegram_chat_ids), messages=sent, link=link.url if link else None)
+    )
+
+
 async def openapi(request: web.Request, _ctx: Context) -> web.Response:
     """This API's OpenAPI 3.1 document."""
     return web.json_response(request.app[OPENAPI])
@@ -414,6 +463,15 @@ OPERATIONS: tuple[Operation, ...] = (
         params=(_ID,),
         errors=(400, 404, 409, 413, 422),
     ),
+    Operation(
+        "POST",
+        "/api/notify",
+        notify,
+        "Send a message to the user's Telegram chats",
+        NotifyOut,
+        body=Notify,
+        errors=(400, 413, 422, 502, 503),
+    ),
     Operation("GET", "/api/openapi.json", openapi, "This document", None, auth=False),
 )
 
@@ -425,7 +483,8 @@ _ERROR_TEXT = {
     409: "The pulse is not pending",
     413: "Body or prompt too large",
     422: "A field is invalid (named in error.field)",
-    503: "Database busy",
+    502: "Telegram refused or could not be reached",
+    503: "Database busy, or notifications not configured",
     507: "Disk full",
 }
 

@@ -174,6 +174,11 @@ class Client:
         """`POST /api/pulse/{id}/cancel`."""
         return self.request("POST", f"/api/pulse/{pulse_id}/cancel")
 
+    def notify(self, **fields: Any) -> Any:
+        """`POST /api/notify` with the given fields (None values are left out)."""
+        body = {k: v for k, v in fields.items() if v is not None}
+        return self.request("POST", "/api/notify", body)
+
     def reschedule(self, pulse_id: int, scheduled_at: str) -> Any:
         """`POST /api/pulse/{id}/reschedule`."""
         return self.request(

@@ -59,6 +59,10 @@ class Settings:
     max_sleep: float
     idle_exit: float
     log_level: str
+    telegram_token: str | None = field(repr=False)
+    telegram_chat_ids: tuple[int, ...]
+    telegram_api_url: str
+    session_url: str | None
 
     @property
     def zone(self) -> ZoneInfo:
@@ -136,6 +140,27 @@ def _choice(*choices: str) -> Callable[[str], str]:
         return value
 
     return parse
+
+
+def _required_url(raw: str) -> str:
+    url = _url(raw)
+    if url is None:
+        raise ValueError("expected an http:// or https:// URL")
+    return url
+
+
+def _chat_ids(raw: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in raw.replace(" ", "").split(",") if part)
+    except ValueError:
+        raise ValueError("expected chat ids separated by commas, e.g. 123456,-1009876") from None
+
+
+def _link_template(raw: str) -> str | None:
+    raw = raw.strip()
+    if raw and (not raw.startswith(("http://", "https://")) or "{session_id}" not in raw):
+        raise ValueError("expected an http(s) URL containing {session_id}")
+    return raw or None
 
 
 def _zone(raw: str) -> str:
@@ -407,6 +432,31 @@ SETTINGS: tuple[Setting, ...] = (
         "asked; 0: never",
     ),
     Setting(
+        "telegram_token",
+        _optional_text,
+        _const(""),
+        "Telegram bot token (prefer the credential `telegram-token`)",
+        secret=True,
+    ),
+    Setting(
+        "telegram_chat_ids",
+        _chat_ids,
+        _const(""),
+        "Telegram chats that may talk to the bot and get notifications (comma-separated)",
+    ),
+    Setting(
+        "telegram_api_url",
+        _required_url,
+        _const("https://api.telegram.org"),
+        "Telegram Bot API base URL",
+    ),
+    Setting(
+        "session_url",
+        _link_template,
+        _const(""),
+        "Link to an agent session for notifications, with {session_id}; empty: no link",
+    ),
+    Setting(
         "log_level",
         _choice("debug", "info", "warning", "error"),
         _const("info"),
@@ -444,7 +494,7 @@ def load_settings(
     real_env = env
     env = {**from_file, **env}
     for key in env:
-        if key.startswith(PREFIX) and key not in _BY_ENV and key not in _OTHER_KNOWN:
+        if key.startswith(PREFIX) and key not in _BY_ENV:
             known = ", ".join(sorted(_BY_ENV))
             where = f" in {path}" if key in from_file else ""
             raise ConfigError(f"unknown setting {key}{where}; known settings: {known}")
@@ -463,6 +513,7 @@ def load_settings(
             shown = "***" if setting.secret else repr(raw)
             raise ConfigError(f"invalid {origin}={shown}: {exc}") from None
     values["api_token"] = _resolve_token(values["token_file"], values["api_token"], env)
+    values["telegram_token"] = _credential(env, "telegram-token") or values["telegram_token"]
     settings = Settings(**values)
     if settings.retry_base <= 0:
         raise ConfigError(f"invalid {_BY_NAME['retry_base'].env}: must be more than 0 seconds")
@@ -471,6 +522,19 @@ def load_settings(
     if settings.max_sleep < 1:
         raise ConfigError(f"invalid {_BY_NAME['max_sleep'].env}: must be at least 1 second")
     return settings
+
+
+def _credential(env: Mapping[str, str], name: str) -> str | None:
+    """A systemd credential's text, or None when there is none."""
+    if not env.get("CREDENTIALS_DIRECTORY"):
+        return None
+    path = Path(env["CREDENTIALS_DIRECTORY"]) / name
+    try:
+        return path.read_text().strip() or None
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the credential {name}: {exc.strerror}") from None
 
 
 def _resolve_token(

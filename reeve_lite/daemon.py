@@ -17,6 +17,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from reeve_lite import __version__
@@ -26,6 +27,7 @@ from reeve_lite.executor import Executor, watch_children_with_pidfd
 from reeve_lite.scheduler import Scheduler
 from reeve_lite.store import Store, StoreError
 from reeve_lite.systemd import Notifier, listen_sockets, watchdog_period
+from reeve_lite.telegram import BotApi
 from reeve_lite.timeparse import format_duration
 
 log = logging.getLogger(__name__)
@@ -86,7 +88,17 @@ def status_line(pending: int, running: int, next_in: float | None, priority: str
 
 
 # Settings bound to what was opened at start; a reload cannot change them.
-RESTART_ONLY = ("config", "db", "socket", "listen", "socket_mode", "executor", "url")
+RESTART_ONLY = (
+    "config",
+    "db",
+    "socket",
+    "listen",
+    "socket_mode",
+    "executor",
+    "url",
+    "telegram_token",
+    "telegram_api_url",
+)
 EXIT_RESTART = 75  # EX_TEMPFAIL: idled out, but a pulse came in meanwhile
 
 
@@ -141,7 +153,13 @@ class Daemon:
         recovered = await scheduler.recover()
         if recovered:
             log.warning("recovered %d attempt(s) interrupted by the last stop", recovered)
-        ctx = Context(store=store, scheduler=scheduler, settings=s, on_request=self.touch)
+        http = aiohttp.ClientSession() if s.telegram_token else None
+        bot = (
+            BotApi(s.telegram_token, s.telegram_api_url, http)
+            if s.telegram_token and http
+            else None
+        )
+        ctx = Context(store=store, scheduler=scheduler, settings=s, on_request=self.touch, bot=bot)
         runner = web.AppRunner(make_app(ctx), access_log=None, handle_signals=False)
         await runner.setup()
         try:
@@ -180,6 +198,8 @@ class Daemon:
             await ticker
         finally:
             await runner.cleanup()
+            if http is not None:
+                await http.close()
             if self._bound_socket is not None:
                 with contextlib.suppress(FileNotFoundError):
                     self._bound_socket.unlink()

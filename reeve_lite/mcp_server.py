@@ -21,7 +21,7 @@ from mcp_types import CallToolResult, TextContent
 from pydantic import Field
 
 from reeve_lite.client import ApiFailure, Client, DaemonUnreachable
-from reeve_lite.models import Pulse, PulseList
+from reeve_lite.models import NotifyOut, Pulse, PulseList
 
 TIMES = (
     "Accepted times: 'now'; relative 'in 30 seconds', 'in 5 minutes', 'in 2 hours', "
@@ -65,6 +65,13 @@ def _advice(exc: ApiFailure) -> str:
         return f"{exc.message}. Call again with one of the accepted forms."
     if exc.code == "not_found":
         return f"{exc.message}. Use list_upcoming_pulses to see the pulses that exist."
+    if exc.code == "not_configured":
+        return (
+            f"{exc.message}. Notifications are not set up here: tell the user in your "
+            "answer instead."
+        )
+    if exc.code == "telegram_error":
+        return f"{exc.message}. The message was not delivered; try again later."
     if exc.code == "not_pending":
         return f"{exc.message}; it has already run, is running, or was cancelled."
     where = f" (parameter {exc.field})" if exc.field else ""
@@ -211,6 +218,48 @@ def build_server(client: Client, *, env: dict[str, str] | None = None) -> MCPSer
     ) -> Annotated[CallToolResult, Pulse]:
         pulse = await call(client.reschedule, pulse_id, new_scheduled_at)
         return _result(f"Pulse {pulse['pulse_id']} now runs {_when(pulse)}.", pulse)
+
+    def asking_pulse() -> int | None:
+        raw = environ.get("REEVE_PULSE_ID", "")
+        return int(raw) if raw.isdigit() else None
+
+    @server.tool(
+        description=(
+            "Send a message to your user on Telegram. Use it to report a result, ask for a "
+            "decision, or warn; not for routine progress. priority 'silent' arrives without "
+            "sound, 'critical' is marked as urgent. parse_mode 'HTML' or 'MarkdownV2' formats "
+            "the text (if Telegram rejects the markup it is sent as plain text). When you run "
+            "inside a pulse, the message links to this session where the daemon knows how."
+        )
+    )
+    async def send_notification(
+        message: Annotated[str, Field(min_length=1, max_length=20000)],
+        priority: Literal["normal", "silent", "critical"] = "normal",
+        parse_mode: Literal["Markdown", "MarkdownV2", "HTML"] | None = None,
+    ) -> Annotated[CallToolResult, NotifyOut]:
+        sent = await call(
+            client.notify,
+            message=message,
+            priority=priority,
+            parse_mode=parse_mode,
+            pulse_id=asking_pulse(),
+        )
+        link = f" with a link to {sent['link']}" if sent["link"] else ""
+        return _result(f"Sent to {len(sent['chats'])} chat(s){link}.", sent)
+
+    @server.tool(
+        description=(
+            "Send a message to your user on Telegram with a button that opens link_url "
+            "(for example a pull request, a dashboard, a document)."
+        )
+    )
+    async def send_message_with_link(
+        message: Annotated[str, Field(min_length=1, max_length=20000)],
+        link_url: Annotated[str, Field(max_length=2000, pattern=r"^https?://\S+$")],
+        link_text: Annotated[str, Field(min_length=1, max_length=64)] = "Open",
+    ) -> Annotated[CallToolResult, NotifyOut]:
+        sent = await call(client.notify, message=message, link_url=link_url, link_text=link_text)
+        return _result(f"Sent to {len(sent['chats'])} chat(s) with the link.", sent)
 
     return server
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
@@ -107,6 +107,29 @@ class PulseCreate(_Strict):
         if any("\x00" in text for text in texts):
             raise ValueError("must not contain NUL characters")
         return value
+
+
+class Notify(_Strict):
+    """Body of `POST /api/notify`: a message to the user's Telegram chats."""
+
+    message: str = Field(min_length=1, max_length=20000)
+    priority: Literal["normal", "silent", "critical"] = Field(
+        default="normal", description="silent: no sound; critical: marked as urgent."
+    )
+    parse_mode: Literal["Markdown", "MarkdownV2", "HTML"] | None = None
+    link_url: str | None = Field(default=None, max_length=2000, pattern=r"^https?://\S+$")
+    link_text: str = Field(default="Open", min_length=1, max_length=64)
+    pulse_id: int | None = Field(
+        default=None, ge=1, description="The running pulse that asks: its session gets a link."
+    )
+
+
+class NotifyOut(BaseModel):
+    """Answer of `POST /api/notify`."""
+
+    chats: list[int]
+    messages: int = Field(description="Telegram messages sent (long texts are split).")
+    link: str | None
 
 
 class Reschedule(_Strict):

@@ -288,6 +288,7 @@ def test_openapi_document_lists_every_operation(daemon: Daemon) -> None:
         "/api/pulse/{pulse_id}",
         "/api/pulse/{pulse_id}/cancel",
         "/api/pulse/{pulse_id}/reschedule",
+        "/api/notify",
         "/api/openapi.json",
     }
     trigger = doc["paths"]["/api/pulse/trigger"]["post"]

@@ -12,7 +12,15 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 
 from tests.conftest import Daemon, clean_env, wait_for
 
-TOOLS = {"schedule_pulse", "list_upcoming_pulses", "get_pulse", "cancel_pulse", "reschedule_pulse"}
+TOOLS = {
+    "schedule_pulse",
+    "list_upcoming_pulses",
+    "get_pulse",
+    "cancel_pulse",
+    "reschedule_pulse",
+    "send_notification",
+    "send_message_with_link",
+}
 
 
 @asynccontextmanager
