@@ -59,6 +59,7 @@ install-user: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.lateness
+	$(BIN)/python -m bench.mcp_start
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

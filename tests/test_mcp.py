@@ -155,3 +155,17 @@ async def test_unreachable_daemon_is_a_tool_error(daemon: Daemon, tmp_path: Any)
         result = await call(session, "list_upcoming_pulses")
     assert result.is_error is True
     assert "cannot reach the daemon" in result.content[0].text
+
+
+def test_the_mcp_command_imports_nothing_of_the_daemon() -> None:
+    import subprocess
+
+    probe = (
+        "import sys, reeve_lite.cli, reeve_lite.mcp_server; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('aiohttp', 'aiosqlite', 'croniter') or m in "
+        "('reeve_lite.daemon', 'reeve_lite.store', 'reeve_lite.scheduler', "
+        "'reeve_lite.api', 'reeve_lite.executor')))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
