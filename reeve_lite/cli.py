@@ -9,12 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from reeve_lite import __version__
 from reeve_lite.config import SETTINGS, ConfigError, Settings, load_settings
+from reeve_lite.timeparse import describe_instant as _when
 from reeve_lite.timeparse import format_duration
 
 PRIORITIES = ("critical", "high", "normal", "low", "deferred")
@@ -212,16 +212,6 @@ def _call(args: argparse.Namespace, client: Any) -> Any:
 
 
 # --- human-readable output
-
-
-def _when(value: str | None, zone: ZoneInfo, now: datetime | None = None) -> str:
-    if not value:
-        return "-"
-    moment = datetime.fromisoformat(value)
-    now = now or datetime.now(UTC)
-    delta = (moment - now).total_seconds()
-    relative = f"in {format_duration(delta)}" if delta >= 0 else f"{format_duration(-delta)} ago"
-    return f"{moment.astimezone(zone):%Y-%m-%d %H:%M:%S} ({relative})"
 
 
 def _short(text: str, width: int) -> str:

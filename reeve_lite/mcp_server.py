@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Annotated, Any, Literal
 
 import anyio
@@ -22,6 +22,7 @@ from pydantic import Field
 
 from reeve_lite.client import ApiFailure, Client, DaemonUnreachable
 from reeve_lite.models import NotifyOut, Pulse, PulseList
+from reeve_lite.timeparse import describe_instant
 
 TIMES = (
     "Accepted times: 'now'; relative 'in 30 seconds', 'in 5 minutes', 'in 2 hours', "
@@ -41,18 +42,7 @@ PulseId = Annotated[int, Field(ge=1, description="The pulse's id, as returned wh
 
 
 def _when(pulse: dict[str, Any]) -> str:
-    moment = datetime.fromisoformat(pulse["scheduled_at"])
-    delta = (moment - datetime.now(UTC)).total_seconds()
-    relative = f"in {_short(delta)}" if delta >= 0 else f"{_short(-delta)} ago"
-    return f"{moment:%Y-%m-%d %H:%M:%S} UTC ({relative})"
-
-
-def _short(seconds: float) -> str:
-    seconds = int(seconds)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
+    return describe_instant(pulse["scheduled_at"], UTC)
 
 
 def _result(text: str, data: dict[str, Any]) -> CallToolResult:

@@ -31,7 +31,7 @@ by the size of the gap (02:30 on the spring-forward day in Europe/Berlin is 03:3
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from zoneinfo import ZoneInfo
 
 __all__ = ["TimeParseError", "format_duration", "parse_duration", "parse_when"]
@@ -136,6 +136,17 @@ def format_duration(seconds: float) -> str:
     if first is None:
         return "0s"
     return sign + "".join(f"{value}{unit}" for value, unit in units[first : first + 2] if value)
+
+
+def describe_instant(iso: str | None, zone: tzinfo, now: datetime | None = None) -> str:
+    """An ISO time stamp for people: `2026-12-01 09:00:00 (in 4m12s)` in `zone`."""
+    if not iso:
+        return "-"
+    moment = datetime.fromisoformat(iso)
+    delta = (moment - (now or datetime.now(UTC))).total_seconds()
+    relative = f"in {format_duration(delta)}" if delta >= 0 else f"{format_duration(-delta)} ago"
+    suffix = " UTC" if zone is UTC else ""
+    return f"{moment.astimezone(zone):%Y-%m-%d %H:%M:%S}{suffix} ({relative})"
 
 
 def _normalise(text: str, kind: str, hint: str) -> str:

@@ -161,6 +161,19 @@ class Daemon:
     def log(self) -> str:
         return "".join(Path(name).read_text(errors="replace") for name in self.logs)
 
+    def running_pulse(self, prompt: str = "[sleep 5] work") -> dict[str, Any]:
+        """A pulse whose agent is running and has told its session id."""
+        pulse: dict[str, Any] = self.client().create(prompt=prompt)
+        wait_for(
+            lambda: any(
+                r["pulse_id"] == pulse["pulse_id"] and r.get("session_id")
+                for r in self.client().status()["running"]
+            ),
+            10,
+            "the agent's session id",
+        )
+        return pulse
+
     def wait_pulse(self, pulse_id: int, status: str, timeout: float = 15.0) -> dict[str, Any]:
         def reached() -> dict[str, Any] | None:
             pulse = self.client().get(pulse_id)

@@ -10,7 +10,7 @@ from typing import Any
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
-from tests.conftest import Daemon, clean_env, wait_for
+from tests.conftest import Daemon, clean_env
 
 TOOLS = {
     "schedule_pulse",
@@ -130,12 +130,7 @@ async def test_mistakes_are_tool_errors_that_say_how_to_fix_them(daemon: Daemon)
 
 
 async def test_resume_current_session_uses_the_running_pulse(daemon: Daemon) -> None:
-    running = daemon.client().create(prompt="[sleep 5] long task")
-    wait_for(
-        lambda: any(r.get("session_id") for r in daemon.client().status()["running"]),
-        10,
-        "the session id to be known",
-    )
+    running = daemon.running_pulse("[sleep 5] long task")
     async with mcp_session(daemon, REEVE_PULSE_ID=str(running["pulse_id"])) as session:
         made = await call(
             session,

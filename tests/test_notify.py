@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from reeve_lite.telegram import MAX_TEXT, split_text
-from tests.conftest import Daemon, wait_for
+from tests.conftest import Daemon
 from tests.fake_telegram import FakeTelegram
 from tests.test_mcp import call, mcp_session
 
@@ -95,12 +95,7 @@ async def test_link_button_and_long_texts(notifying: Daemon, telegram: FakeTeleg
 async def test_a_running_pulse_links_to_its_session(
     notifying: Daemon, telegram: FakeTelegram
 ) -> None:
-    running = notifying.client().create(prompt="[sleep 5] work")
-    wait_for(
-        lambda: any(r.get("session_id") for r in notifying.client().status()["running"]),
-        10,
-        "the session id to be known",
-    )
+    running = notifying.running_pulse()
     async with mcp_session(notifying, REEVE_PULSE_ID=str(running["pulse_id"])) as session:
         result = await call(session, "send_notification", message="Halfway there")
     session_id = f"sess-{running['pulse_id']}-1"

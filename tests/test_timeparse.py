@@ -572,3 +572,16 @@ def test_iso_times_share_the_100_year_bound() -> None:
     with pytest.raises(TimeParseError, match="too far in the future"):
         parse_when("9999-12-31T23:59:59Z", now=now, tz=ZoneInfo("UTC"))
     assert parse_when("2126-01-01T00:00:00Z", now=now, tz=ZoneInfo("UTC")).year == 2126
+
+
+def test_describe_instant_for_people() -> None:
+    from reeve_lite.timeparse import describe_instant
+
+    now = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+    assert describe_instant("2026-11-25T12:04:12Z", UTC, now) == (
+        "2026-11-25 12:04:12 UTC (in 4m12s)"
+    )
+    assert describe_instant("2026-11-25T11:00:00Z", ZoneInfo("Europe/Berlin"), now) == (
+        "2026-11-25 12:00:00 (1h ago)"
+    )
+    assert describe_instant(None, UTC, now) == "-"
