@@ -84,6 +84,13 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("status", parents=[client], help="the daemon's queue summary")
     sub.add_parser(
+        "telegram",
+        parents=[client],
+        help="run the Telegram listener",
+        description="Long-poll the Telegram bot: a message from an allowed chat becomes an "
+        "immediate pulse.",
+    )
+    sub.add_parser(
         "mcp",
         parents=[client],
         help="serve MCP on stdio (for Claude Code)",
@@ -136,6 +143,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "backup":
         return _backup(args, settings)
+    if args.command == "telegram":
+        from reeve_lite.systemd import setup_logging
+        from reeve_lite.telegram_listener import run as listen
+
+        setup_logging(settings.log_level)
+        return listen(settings, settings.db.parent)
     if args.command == "mcp":
         from reeve_lite.client import Client
         from reeve_lite.mcp_server import run

@@ -63,6 +63,7 @@ class Settings:
     telegram_chat_ids: tuple[int, ...]
     telegram_api_url: str
     session_url: str | None
+    telegram_priority: str
 
     @property
     def zone(self) -> ZoneInfo:
@@ -449,6 +450,12 @@ SETTINGS: tuple[Setting, ...] = (
         _required_url,
         _const("https://api.telegram.org"),
         "Telegram Bot API base URL",
+    ),
+    Setting(
+        "telegram_priority",
+        _choice("critical", "high", "normal", "low", "deferred"),
+        _const("critical"),
+        "Priority of the pulse a Telegram message becomes",
     ),
     Setting(
         "session_url",

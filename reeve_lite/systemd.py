@@ -21,6 +21,7 @@ _PRIORITY = {
     logging.CRITICAL: 2,
     logging.ERROR: 3,
     logging.WARNING: 4,
+    25: 5,  # NOTICE
     logging.INFO: 6,
     logging.DEBUG: 7,
 }

@@ -8,6 +8,7 @@ answers `getMe` and `sendMessage`, refuses MarkdownV2 with an unescaped `_` or
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,11 @@ class FakeTelegram:
     token: str
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     fail_with: int | None = None  # answer every call with this HTTP status
+    rate_limit: int = 0  # answer this many getUpdates calls with 429, retry_after 1
+    updates: list[dict[str, Any]] = field(default_factory=list)
+    next_update_id: int = 100
+    _arrived: asyncio.Condition | None = None
+    stopping: bool = False
     url: str = ""
     _loop: asyncio.AbstractEventLoop | None = None
     _runner: web.AppRunner | None = None
@@ -30,6 +36,7 @@ class FakeTelegram:
         self._loop = asyncio.new_event_loop()
 
         async def serve() -> None:
+            self._arrived = asyncio.Condition()
             app = web.Application()
             app.router.add_post("/bot{token}/{method}", self._handle)
             self._runner = web.AppRunner(app)
@@ -53,11 +60,70 @@ class FakeTelegram:
     def stop(self) -> None:
         assert self._loop is not None
         assert self._runner is not None
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+
+        async def shutdown() -> None:
+            self.stopping = True
+            assert self._arrived is not None
+            async with self._arrived:
+                self._arrived.notify_all()  # release every long poll still waiting
+            assert self._runner is not None
+            await self._runner.cleanup()
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
+
+    def push(self, chat_id: int, text: str | None = None, **message: Any) -> int:
+        """A user writes to the bot; the update id."""
+        assert self._loop is not None
+        update_id = self.next_update_id
+        self.next_update_id += 1
+        body = {
+            "message_id": update_id * 10,
+            "chat": {"id": chat_id, "type": "private"},
+            "from": {"id": chat_id, "first_name": "Ada", "username": "ada"},
+            "date": 0,
+            **message,
+        }
+        if text is not None:
+            body["text"] = text
+        update = {"update_id": update_id, "message": body}
+
+        async def add() -> None:
+            self.updates.append(update)
+            assert self._arrived is not None
+            async with self._arrived:
+                self._arrived.notify_all()
+
+        asyncio.run_coroutine_threadsafe(add(), self._loop).result(10)
+        return update_id
+
+    def actions(self) -> list[dict[str, Any]]:
+        return [payload for method, payload in self.calls if method == "sendChatAction"]
 
     def sent(self) -> list[dict[str, Any]]:
         return [payload for method, payload in self.calls if method == "sendMessage"]
+
+    async def _get_updates(self, payload: dict[str, Any]) -> web.Response:
+        if self.rate_limit > 0:
+            self.rate_limit -= 1
+            return web.json_response(
+                {
+                    "ok": False,
+                    "error_code": 429,
+                    "description": "Too Many Requests: retry after 1",
+                    "parameters": {"retry_after": 1},
+                },
+                status=429,
+            )
+        offset = int(payload.get("offset", 0))
+        # An offset confirms every update before it, as Telegram does.
+        self.updates = [u for u in self.updates if u["update_id"] >= offset]
+        if not self.updates and not self.stopping:
+            assert self._arrived is not None
+            with contextlib.suppress(TimeoutError):
+                async with self._arrived:
+                    await asyncio.wait_for(self._arrived.wait(), float(payload.get("timeout", 0)))
+        return web.json_response({"ok": True, "result": list(self.updates)})
 
     async def _handle(self, request: web.Request) -> web.Response:
         if request.match_info["token"] != self.token:
@@ -72,6 +138,8 @@ class FakeTelegram:
                 {"ok": False, "error_code": self.fail_with, "description": "Bad Gateway"},
                 status=self.fail_with,
             )
+        if method == "getUpdates":
+            return await self._get_updates(payload)
         if method == "getMe":
             return web.json_response(
                 {"ok": True, "result": {"id": 1, "is_bot": True, "username": "reeve_test_bot"}}
