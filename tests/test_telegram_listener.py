@@ -198,3 +198,52 @@ def test_an_invalid_token_exits_without_a_restart_loop(
     assert listener.proc.wait(timeout=20) == EXIT_BAD_TOKEN
     assert "Telegram refused the bot token" in listener.log()
     assert "wrong-secret" not in listener.log()
+
+
+def test_502s_back_off_and_the_message_still_arrives(
+    daemon: Daemon, telegram: FakeTelegram, start_listener: Callable[..., Listener]
+) -> None:
+    listener = start_listener()
+    wait_for(lambda: "listening as @reeve_test_bot" in listener.log(), 15, "the listener")
+    telegram.fail_with = 502
+    telegram.push(ALLOWED, "through the outage")
+    wait_for(lambda: listener.log().count("failed (502)") >= 2, 20, "two failed polls")
+    telegram.fail_with = None
+    [pulse] = wait_for(lambda: pulses(daemon), 30, "the pulse after the outage")
+    assert pulse["prompt"].endswith("> through the outage")
+    assert "trying again in 1s" in listener.log()
+    assert "trying again in 2s" in listener.log()  # the delay doubles
+    assert TOKEN not in listener.log()
+
+
+def test_unreachable_telegram_is_retried_and_the_token_stays_out_of_logs(
+    tmp_path: Path, daemon: Daemon
+) -> None:
+    from tests.conftest import free_port
+
+    log_path = tmp_path / "unreachable.log"
+    env = clean_env() | {
+        "REEVE_LITE_SOCKET": str(daemon.socket),
+        "REEVE_LITE_DB": str(tmp_path / "l" / "unused.db"),
+        "REEVE_LITE_TELEGRAM_TOKEN": TOKEN,
+        "REEVE_LITE_TELEGRAM_CHAT_IDS": "1",
+        "REEVE_LITE_TELEGRAM_API_URL": f"http://127.0.0.1:{free_port()}",
+    }
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "reeve_lite.cli", "telegram"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for(
+            lambda: log_path.read_text().count("cannot reach Telegram") >= 2, 20, "two attempts"
+        )
+        assert proc.poll() is None  # it keeps trying
+    finally:
+        proc.kill()
+        proc.wait()
+    text = log_path.read_text()
+    assert TOKEN not in text
+    assert "listener-secret-token" not in text
