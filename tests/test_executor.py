@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -114,11 +115,11 @@ async def run(
     env: dict[str, str] | None = None,
     stop: asyncio.Event | None = None,
     session: str | None = None,
+    on_spawn: Callable[[int, float], Awaitable[None]] | None = None,
+    delay: float = 0.0,
 ) -> RunReport:
-    spawned: list[int] = []
-
-    async def on_spawn(pid: int, _epoch: float) -> None:
-        spawned.append(pid)
+    async def ignore(_pid: int, _epoch: float) -> None:
+        pass
 
     executor = Executor(settings, env=env)
     return await executor.run(
@@ -129,7 +130,8 @@ async def run(
         sticky_notes=[],
         session_id=session,
         stop=stop or asyncio.Event(),
-        on_spawn=on_spawn,
+        on_spawn=on_spawn or ignore,
+        delay=delay,
     )
 
 
@@ -325,19 +327,15 @@ async def test_stop_before_the_due_instant_spawns_nothing(
     tmp_path: Path, fake_agent: FakeAgent, agent_env: dict[str, str]
 ) -> None:
     stop = asyncio.Event()
-    executor = Executor(settings_for(tmp_path, fake_agent), env=agent_env)
 
     async def on_spawn(pid: int, epoch: float) -> None:
         raise AssertionError("spawned after stop")
 
     task = asyncio.create_task(
-        executor.run(
-            pulse_id=7,
-            attempt_id=70,
-            number=1,
-            prompt="go",
-            sticky_notes=[],
-            session_id=None,
+        run(
+            settings_for(tmp_path, fake_agent),
+            "go",
+            env=agent_env,
             stop=stop,
             on_spawn=on_spawn,
             delay=5.0,
@@ -353,7 +351,6 @@ async def test_stop_before_the_due_instant_spawns_nothing(
 async def test_failing_on_spawn_still_reaps_the_agent(
     tmp_path: Path, fake_agent: FakeAgent, agent_env: dict[str, str]
 ) -> None:
-    executor = Executor(settings_for(tmp_path, fake_agent), env=agent_env)
     pids: list[int] = []
 
     async def on_spawn(pid: int, epoch: float) -> None:
@@ -361,15 +358,8 @@ async def test_failing_on_spawn_still_reaps_the_agent(
         raise RuntimeError("database gone")
 
     with pytest.raises(RuntimeError, match="database gone"):
-        await executor.run(
-            pulse_id=7,
-            attempt_id=70,
-            number=1,
-            prompt="[sleep 30]",
-            sticky_notes=[],
-            session_id=None,
-            stop=asyncio.Event(),
-            on_spawn=on_spawn,
+        await run(
+            settings_for(tmp_path, fake_agent), "[sleep 30]", env=agent_env, on_spawn=on_spawn
         )
     assert not _alive(pids[0])
 

@@ -50,7 +50,7 @@ def start_listener(
 ) -> Iterator[Callable[..., Listener]]:
     started: list[Listener] = []
 
-    def start(token: str = TOKEN) -> Listener:
+    def start(token: str = TOKEN, api_url: str | None = None) -> Listener:
         state = tmp_path / "listener"
         log_path = tmp_path / f"listener-{len(started)}.log"
         env = clean_env() | {
@@ -58,7 +58,7 @@ def start_listener(
             "REEVE_LITE_DB": str(state / "unused.db"),
             "REEVE_LITE_TELEGRAM_TOKEN": token,
             "REEVE_LITE_TELEGRAM_CHAT_IDS": f"{ALLOWED}",
-            "REEVE_LITE_TELEGRAM_API_URL": telegram.url,
+            "REEVE_LITE_TELEGRAM_API_URL": api_url or telegram.url,
         }
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
@@ -217,33 +217,13 @@ def test_502s_back_off_and_the_message_still_arrives(
 
 
 def test_unreachable_telegram_is_retried_and_the_token_stays_out_of_logs(
-    tmp_path: Path, daemon: Daemon
+    start_listener: Callable[..., Listener],
 ) -> None:
     from tests.conftest import free_port
 
-    log_path = tmp_path / "unreachable.log"
-    env = clean_env() | {
-        "REEVE_LITE_SOCKET": str(daemon.socket),
-        "REEVE_LITE_DB": str(tmp_path / "l" / "unused.db"),
-        "REEVE_LITE_TELEGRAM_TOKEN": TOKEN,
-        "REEVE_LITE_TELEGRAM_CHAT_IDS": "1",
-        "REEVE_LITE_TELEGRAM_API_URL": f"http://127.0.0.1:{free_port()}",
-    }
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "reeve_lite.cli", "telegram"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_for(
-            lambda: log_path.read_text().count("cannot reach Telegram") >= 2, 20, "two attempts"
-        )
-        assert proc.poll() is None  # it keeps trying
-    finally:
-        proc.kill()
-        proc.wait()
-    text = log_path.read_text()
-    assert TOKEN not in text
-    assert "listener-secret-token" not in text
+    listener = start_listener(api_url=f"http://127.0.0.1:{free_port()}")
+    wait_for(lambda: listener.log().count("cannot reach Telegram") >= 2, 20, "two attempts")
+    assert listener.proc.poll() is None  # it keeps trying
+    listener.stop(signal.SIGKILL)
+    assert TOKEN not in listener.log()
+    assert "listener-secret-token" not in listener.log()
