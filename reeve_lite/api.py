@@ -10,7 +10,9 @@ Errors are always `{"error": {"code", "message", "field"}}`. Bad input is a
 
 from __future__ import annotations
 
+import contextlib
 import hmac
+import itertools
 import json
 import logging
 import re
@@ -19,8 +21,10 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
@@ -31,6 +35,7 @@ from reeve_lite.config import Settings
 from reeve_lite.executor import compose_prompt
 from reeve_lite.models import (
     ErrorOut,
+    FireTime,
     Health,
     Notify,
     NotifyOut,
@@ -43,13 +48,22 @@ from reeve_lite.models import (
     StatusOut,
     dump,
 )
-from reeve_lite.recurrence import RecurrenceError, load_zone, next_occurrence, validate_cron
+from reeve_lite.policy import deadline_for, deadline_of, jittered, paced_time
+from reeve_lite.recurrence import (
+    RecurrenceError,
+    load_zone,
+    next_occurrence,
+    next_occurrences,
+    validate_cron,
+)
 from reeve_lite.scheduler import Scheduler
 from reeve_lite.store import MAX_ATTEMPTS_SHOWN, NewPulse, NotFound, NotPending, Store
 from reeve_lite.telegram import BotApi, Link, TelegramError
-from reeve_lite.timeparse import TimeParseError, parse_when
+from reeve_lite.timeparse import TimeParseError, format_duration, parse_duration, parse_when
 
 log = logging.getLogger(__name__)
+# The agent scheduling itself (through MCP): held to the pacing bounds.
+SELF_SOURCE = "reeve"
 
 
 class ApiError(Exception):
@@ -220,10 +234,54 @@ async def status(_request: web.Request, ctx: Context) -> web.Response:
     )
 
 
+MAX_JITTER = 12 * 3600.0
+FIRE_TIMES_SHOWN = 3
+
+
+def _duration(text: str, field_name: str) -> float:
+    try:
+        return parse_duration(text)
+    except TimeParseError as exc:
+        raise ApiError(422, "invalid_field", f"{field_name}: {exc}", field_name) from None
+
+
+def with_fire_times(pulse: Pulse) -> Pulse:
+    """A recurring pulse with its next occurrences, in UTC and on its own clock,
+    so that a wrong zone or expression shows at once."""
+    if pulse.cron is None or pulse.status not in (Status.PENDING, Status.PROCESSING):
+        return pulse
+    zone = load_zone(pulse.timezone or "UTC")
+    times = [pulse.occurrence_at]
+    with contextlib.suppress(RecurrenceError):  # a zone gone from tzdata: the first only
+        times += next_occurrences(pulse.cron, zone, pulse.occurrence_at, FIRE_TIMES_SHOWN - 1)
+    pulse.next_fire_times = [FireTime(utc=t, local=t.astimezone(zone).isoformat()) for t in times]
+    return pulse
+
+
+def _self_bounds(ctx: Context, source: str, when: datetime, now: datetime, field_name: str) -> None:
+    """The agent scheduling itself (source reeve) may not wake itself too soon."""
+    if source != SELF_SOURCE:
+        return
+    least = ctx.settings.self_min_delay
+    ahead = (when - now).total_seconds()
+    # A little slack: 'in 1 minute' parsed a moment ago is not too soon.
+    if ahead < least - 1:
+        raise ApiError(
+            422,
+            "pacing",
+            f"a pulse you schedule for yourself must be due at least "
+            f"{format_duration(least)} from now (self_min_delay); this one is due in "
+            f"{format_duration(max(ahead, 0))}. Choose a later time, or give pace_min "
+            "and pace_max and let the daemon pick",
+            field_name,
+        )
+
+
 async def trigger(request: web.Request, ctx: Context) -> web.Response:
     """Create a pulse."""
     body: PulseCreate = await _body(request, PulseCreate, ctx)
-    limit = ctx.settings.max_prompt_bytes
+    s = ctx.settings
+    limit = s.max_prompt_bytes
     if len(body.prompt.encode()) > limit:
         raise ApiError(413, "too_large", f"prompt over {limit} bytes", "prompt")
     # What the agent receives (prompt and reminders) is one argv string.
@@ -236,14 +294,85 @@ async def trigger(request: web.Request, ctx: Context) -> web.Response:
         cron = None if body.cron is None else validate_cron(body.cron)
     except RecurrenceError as exc:
         raise ApiError(422, "invalid_field", str(exc), exc.field) from None
+    given = body.model_fields_set
+    if body.expires_after is None:
+        expires_after = s.default_expires_after.get(body.source)
+    elif body.expires_after.strip().lower() == "never":
+        expires_after = None
+    else:
+        expires_after = _duration(body.expires_after, "expires_after")
+        if expires_after <= 0:
+            raise ApiError(
+                422, "invalid_field", "expires_after must be more than 0", "expires_after"
+            )
+    jitter = 0.0
+    if body.jitter is not None:
+        if cron is None:
+            raise ApiError(
+                422, "invalid_field", "jitter applies to recurring pulses: give cron too", "jitter"
+            )
+        jitter = _duration(body.jitter, "jitter")
+        if jitter > MAX_JITTER:
+            raise ApiError(
+                422, "invalid_field", f"jitter is at most {format_duration(MAX_JITTER)}", "jitter"
+            )
+    paced = body.pace_min is not None or body.pace_max is not None
+    if paced and ("scheduled_at" in given or cron is not None):
+        raise ApiError(
+            422,
+            "invalid_field",
+            "give either scheduled_at (or cron) or pace_min/pace_max, not both",
+            "pace_min",
+        )
+
     now = ctx.scheduler.clock()
-    if cron is not None and "scheduled_at" not in body.model_fields_set:
-        zone = ctx.settings.zone if zone_name is None else load_zone(zone_name)
-        when = next_occurrence(cron, zone, now)
+    zone = s.zone if zone_name is None else load_zone(zone_name)
+    occurrence: datetime | None = None
+    if paced:
+        low = 0.0 if body.pace_min is None else _duration(body.pace_min, "pace_min")
+        high = low if body.pace_max is None else _duration(body.pace_max, "pace_max")
+        if high < low:
+            raise ApiError(422, "invalid_field", "pace_max is less than pace_min", "pace_max")
+        spacing = 0.0
+        if body.source == SELF_SOURCE:
+            # Clamped to the bounds rather than refused: the daemon picks the time.
+            spacing = s.self_min_delay
+            low, high = max(low, spacing), max(high, spacing)
+        others = await ctx.store.pending_times(body.source) if spacing else []
+        when = paced_time(now, low, high, others, spacing)
+    elif cron is not None and "scheduled_at" not in given:
+        occurrence = next_occurrence(cron, zone, now)
+        when = jittered(occurrence, jitter)
     else:
         when = _when(body.scheduled_at, ctx, zone_name, "scheduled_at")
     if cron is not None and zone_name is None:
-        zone_name = ctx.settings.timezone
+        zone_name = s.timezone
+    expires_at = None
+    if body.expires_at is not None:
+        expires_at = _when(body.expires_at, ctx, zone_name, "expires_at")
+        if expires_at < when:
+            raise ApiError(
+                422,
+                "invalid_field",
+                f"expires_at ({expires_at:%Y-%m-%d %H:%M:%S}Z) is before the pulse is due "
+                f"({when:%Y-%m-%d %H:%M:%S}Z): it could never run",
+                "expires_at",
+            )
+    if body.source == SELF_SOURCE:
+        if not paced:
+            _self_bounds(ctx, body.source, occurrence or when, now, "scheduled_at")
+        if cron is not None:
+            _self_cron_bounds(ctx, cron, zone, now)
+        pending = len(await ctx.store.pending_times(SELF_SOURCE))
+        if pending >= s.self_max_pending:
+            raise ApiError(
+                429,
+                "pacing",
+                f"you already have {pending} pending pulses scheduled for yourself, the most "
+                f"allowed (self_max_pending={s.self_max_pending}); cancel one you no longer "
+                "need, or fold this into one of them",
+            )
+    occurrence = occurrence or when
     new = NewPulse(
         prompt=body.prompt,
         scheduled_at=when,
@@ -252,10 +381,17 @@ async def trigger(request: web.Request, ctx: Context) -> web.Response:
         tags=body.tags,
         session_id=body.session_id,
         sticky_notes=body.sticky_notes,
-        max_retries=ctx.settings.max_retries if body.max_retries is None else body.max_retries,
+        max_retries=s.max_retries if body.max_retries is None else body.max_retries,
         cron=cron,
         timezone=zone_name,
         idempotency_key=body.idempotency_key,
+        occurrence_at=occurrence,
+        on_missed=body.on_missed,
+        expires_after=expires_after,
+        expires_at=expires_at,
+        deadline=deadline_for(occurrence, expires_after, expires_at),
+        concurrency_key=body.concurrency_key,
+        jitter=jitter,
     )
     pulse, created = await ctx.store.create(new, now=now)
     if created:
@@ -267,10 +403,24 @@ async def trigger(request: web.Request, ctx: Context) -> web.Response:
             pulse.scheduled_at.isoformat(),
             pulse.priority,
         )
-    response = json_response(pulse, status=201 if created else 200)
+    response = json_response(with_fire_times(pulse), status=201 if created else 200)
     if not created:
         response.headers["Idempotent-Replayed"] = "true"
     return response
+
+
+def _self_cron_bounds(ctx: Context, cron: str, zone: ZoneInfo, now: datetime) -> None:
+    least = ctx.settings.self_min_delay
+    times = next_occurrences(cron, zone, now, 6)
+    gap = min((b - a).total_seconds() for a, b in itertools.pairwise(times))
+    if gap < least:
+        raise ApiError(
+            422,
+            "pacing",
+            f"cron {cron!r} fires every {format_duration(gap)}, more often than a pulse you "
+            f"schedule for yourself may (self_min_delay={format_duration(least)})",
+            "cron",
+        )
 
 
 async def upcoming(request: web.Request, ctx: Context) -> web.Response:
@@ -295,10 +445,10 @@ async def list_pulses(request: web.Request, ctx: Context) -> web.Response:
 
 
 async def get_pulse(request: web.Request, ctx: Context) -> web.Response:
-    """One pulse with its latest attempts."""
+    """One pulse with its latest attempts and missed occurrences."""
     pulse_id = _pulse_id(request)
     attempts = _int_param(request, "attempts", default=MAX_ATTEMPTS_SHOWN, low=0, high=1000)
-    return json_response(await ctx.store.get(pulse_id, attempts=attempts))
+    return json_response(with_fire_times(await ctx.store.get(pulse_id, attempts=attempts)))
 
 
 async def cancel(request: web.Request, ctx: Context) -> web.Response:
@@ -315,10 +465,21 @@ async def reschedule(request: web.Request, ctx: Context) -> web.Response:
     body: Reschedule = await _body(request, Reschedule, ctx)
     current = await ctx.store.get(pulse_id, attempts=0)
     when = _when(body.scheduled_at, ctx, current.timezone, "scheduled_at")
-    pulse = await ctx.store.reschedule(pulse_id, when, now=ctx.scheduler.clock())
+    now = ctx.scheduler.clock()
+    _self_bounds(ctx, current.source, when, now, "scheduled_at")
+    if current.expires_at is not None and when > current.expires_at:
+        raise ApiError(
+            422,
+            "invalid_field",
+            f"the pulse expires at {current.expires_at:%Y-%m-%d %H:%M:%S}Z, before "
+            f"{when:%Y-%m-%d %H:%M:%S}Z: it could never run",
+            "scheduled_at",
+        )
+    deadline = deadline_of(current, when)
+    pulse = await ctx.store.reschedule(pulse_id, when, deadline=deadline, now=now)
     ctx.scheduler.wake()
     log.info("pulse=%d rescheduled to %s", pulse.pulse_id, pulse.scheduled_at.isoformat())
-    return json_response(pulse)
+    return json_response(with_fire_times(pulse))
 
 
 async def notify(request: web.Request, ctx: Context) -> web.Response:

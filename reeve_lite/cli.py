@@ -321,6 +321,8 @@ def _print_config(settings: Settings) -> None:
             value = " ".join(value)
         elif setting.name == "socket_mode":
             value = f"{value:04o}"
+        elif setting.name == "default_expires_after":
+            value = ",".join(f"{source}={format_duration(v)}" for source, v in value.items())
         print(f"{setting.env}={'' if value is None else value}")
 
 

@@ -11,16 +11,21 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from reeve_lite.timeparse import TimeParseError, parse_duration
 
 PREFIX = "REEVE_LITE_"
+# Who created a pulse ("api", "cli", "telegram", "reeve" for the agent itself ...).
+# Here rather than in models so that the CLI starts without importing pydantic.
+SOURCE_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
 
 
 class ConfigError(ValueError):
@@ -64,6 +69,12 @@ class Settings:
     telegram_api_url: str
     session_url: str | None
     telegram_priority: str
+    missed_grace: float
+    catchup_max: int
+    catchup_spacing: float
+    default_expires_after: Mapping[str, float]
+    self_min_delay: float
+    self_max_pending: int
 
     @property
     def zone(self) -> ZoneInfo:
@@ -92,6 +103,19 @@ def _duration(raw: str) -> float:
         return parse_duration(raw)
     except TimeParseError as exc:
         raise ValueError(str(exc)) from None
+
+
+def _expiry_defaults(raw: str) -> Mapping[str, float]:
+    found: dict[str, float] = {}
+    for item in raw.split(","):
+        if not item.strip():
+            continue
+        source, sep, value = item.partition("=")
+        source = source.strip()
+        if not sep or not re.fullmatch(SOURCE_PATTERN, source):
+            raise ValueError("expected SOURCE=DURATION pairs, e.g. telegram=1h,reeve=6h")
+        found[source] = _duration(value)
+    return MappingProxyType(found)
 
 
 def _bool(raw: str) -> bool:
@@ -371,8 +395,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "max_concurrent",
         _int_in(1, 64),
-        _const("1"),
-        "Agent runs at the same time",
+        _const("4"),
+        "Agent runs at the same time (pulses with the same concurrency key never overlap)",
         flag="--max-concurrent",
     ),
     Setting(
@@ -462,6 +486,40 @@ SETTINGS: tuple[Setting, ...] = (
         _link_template,
         _const(""),
         "Link to an agent session for notifications, with {session_id}; empty: no link",
+    ),
+    Setting(
+        "missed_grace",
+        _duration,
+        _const("60s"),
+        "An occurrence starting later than this after its time has missed it "
+        "(the pulse's on_missed applies)",
+    ),
+    Setting(
+        "catchup_max",
+        _int_in(0, 100),
+        _const("10"),
+        "on_missed=all: most catch-up runs for one outage (older ones are dropped)",
+    ),
+    Setting(
+        "catchup_spacing", _duration, _const("1m"), "on_missed=all: time between catch-up runs"
+    ),
+    Setting(
+        "default_expires_after",
+        _expiry_defaults,
+        _const("telegram=1h,reeve=6h"),
+        "expires_after of pulses that give none, by source (SOURCE=DURATION,...)",
+    ),
+    Setting(
+        "self_min_delay",
+        _duration,
+        _const("1m"),
+        "Pulses the agent schedules itself (source reeve) are due at least this far ahead",
+    ),
+    Setting(
+        "self_max_pending",
+        _int_in(1, 100_000),
+        _const("20"),
+        "Most pending pulses the agent may have scheduled itself",
     ),
     Setting(
         "log_level",

@@ -322,6 +322,20 @@ class Executor:
             return None
         return f"reeve-pulse-{pulse_id}-{number}.{self.mode}"
 
+    async def orphan_running(
+        self, *, pulse_id: int, number: int, attempt_id: int, pid: int | None
+    ) -> bool:
+        """Whether anything of an attempt cut by a crash still runs: its transient
+        service, or its agent process (the pid still running that attempt)."""
+        unit = self.unit_name(pulse_id, number)
+        if (
+            self.mode == "service"
+            and unit is not None
+            and await self._systemctl("is-active", "--quiet", unit) == 0
+        ):
+            return True
+        return bool(pid and process_runs_attempt(pid, attempt_id))
+
     async def stop_orphan(
         self, *, pulse_id: int, number: int, attempt_id: int, pid: int | None
     ) -> bool:

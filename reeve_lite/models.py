@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from reeve_lite.config import SOURCE_PATTERN
+
 
 class Priority(enum.StrEnum):
     """Dispatch order: critical first, deferred last."""
@@ -38,16 +40,32 @@ _PRIORITY_ORDER: tuple[Priority, ...] = tuple(Priority)
 
 
 class Status(enum.StrEnum):
-    """Life of a pulse: pending → processing → completed | failed; cancelled by a user."""
+    """Life of a pulse: pending → processing → completed | failed; cancelled by a
+    user; expired (past its deadline) or skipped (missed, on_missed=skip) unrun."""
 
     PENDING = "pending"
     PROCESSING = "processing"
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    SKIPPED = "skipped"
 
 
-SOURCE_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
+class OnMissed(enum.StrEnum):
+    """What a pulse does about occurrences that could not start on time."""
+
+    ONCE = "once"  # one catch-up run for all of them
+    ALL = "all"  # one run per missed occurrence, spaced and capped
+    SKIP = "skip"  # none: record them and wait for the next occurrence
+
+
+# What was done about a range of missed occurrences.
+MissAction = Literal["caught_up", "skipped", "expired", "dropped"]
+
+
+KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$"
+DURATION_HELP = "A duration such as '90s', '10m', '2h', '1h30m' or '3 days'."
 # A session id is passed to the agent as `--resume ID`: it must never look like a flag.
 SESSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 
@@ -97,6 +115,51 @@ class PulseCreate(_Strict):
         min_length=1,
         max_length=200,
         description="A second create with the same key returns the first pulse.",
+    )
+    on_missed: OnMissed = Field(
+        default=OnMissed.ONCE,
+        description="When occurrences could not start on time (daemon down, machine "
+        "asleep): 'once' runs one catch-up, 'all' one run per missed occurrence (spaced, "
+        "capped), 'skip' none. Missed occurrences are recorded either way.",
+    )
+    expires_after: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=100,
+        description="Do not start an occurrence later than this after its time; it "
+        "expires unrun instead. 'never' turns off the default of the source "
+        "(telegram and reeve have one). " + DURATION_HELP,
+    )
+    expires_at: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Never start after this instant (same forms as scheduled_at); a "
+        "recurring pulse ends there.",
+    )
+    concurrency_key: str | None = Field(
+        default=None,
+        pattern=KEY_PATTERN,
+        description="Pulses with the same key never run at the same time; different "
+        "keys may, up to max_concurrent. Default: the Desk's key 'desk', shared by "
+        "all pulses without one.",
+    )
+    jitter: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=100,
+        description="Recurring pulses only: start each occurrence up to this much "
+        "after its time, at random (at most 12h). " + DURATION_HELP,
+    )
+    pace_min: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=100,
+        description="Instead of scheduled_at: run between pace_min and pace_max from "
+        "now; the daemon picks the time within its pacing bounds. " + DURATION_HELP,
+    )
+    pace_max: str | None = Field(
+        default=None, min_length=1, max_length=100, description="See pace_min."
     )
 
     @field_validator("prompt", "sticky_notes")
@@ -157,6 +220,27 @@ class Attempt(BaseModel):
     pid: int | None = Field(default=None, description="Agent process (or scope leader) id.")
 
 
+class Missed(BaseModel):
+    """Occurrences of a pulse that did not run on time, and what was done."""
+
+    first_due: datetime
+    last_due: datetime
+    count: int | None = Field(description="How many; null: more than could be counted.")
+    action: MissAction = Field(
+        description="caught_up: run late (on_missed once/all); skipped: not run "
+        "(on_missed=skip); expired: past its deadline, not run; dropped: beyond "
+        "catchup_max, not run."
+    )
+    recorded_at: datetime
+
+
+class FireTime(BaseModel):
+    """A future fire time of a recurring pulse."""
+
+    utc: datetime
+    local: str = Field(description="The same instant on the pulse's own wall clock, ISO 8601.")
+
+
 class Pulse(BaseModel):
     """A pulse as the API shows it."""
 
@@ -177,8 +261,32 @@ class Pulse(BaseModel):
     created_at: datetime
     updated_at: datetime
     last_error: str | None
+    on_missed: OnMissed = OnMissed.ONCE
+    occurrence_at: datetime = Field(
+        description="Nominal time of the occurrence this pulse stands for; scheduled_at "
+        "may be later (retry backoff, jitter, catch-up spacing)."
+    )
+    expires_after: float | None = Field(default=None, description="Seconds.")
+    expires_at: datetime | None = None
+    deadline: datetime | None = Field(
+        default=None, description="The current occurrence expires if not started by then."
+    )
+    concurrency_key: str | None = None
+    jitter: float = Field(default=0.0, description="Seconds.")
+    catchup_remaining: int = Field(
+        default=0, description="Catch-up runs still owed for missed occurrences."
+    )
     attempts: list[Attempt] | None = Field(
         default=None, description="Present when one pulse is fetched."
+    )
+    missed: list[Missed] | None = Field(
+        default=None,
+        description="Missed occurrences, newest last; present when one pulse is fetched.",
+    )
+    next_fire_times: list[FireTime] | None = Field(
+        default=None,
+        description="Recurring pulses, when created, rescheduled or fetched: the next "
+        "three occurrences, in UTC and in the pulse's zone.",
     )
 
 

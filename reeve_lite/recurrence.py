@@ -36,6 +36,7 @@ __all__ = [
     "load_zone",
     "next_occurrence",
     "next_occurrences",
+    "occurrences_between",
     "validate_cron",
 ]
 
@@ -105,6 +106,43 @@ def next_occurrences(expr: str, zone: ZoneInfo, after: datetime, count: int) -> 
     """The next `count` fire times strictly after `after` (aware UTC, strictly increasing)."""
     fire_times = _fire_times(expr, zone, after)
     return [next(fire_times) for _ in range(count)]
+
+
+# With more occurrences than counted, `occurrences_between` keeps the first and this
+# many of the last (enough for any catch-up).
+TAIL = 100
+
+
+def occurrences_between(
+    expr: str, zone: ZoneInfo, after: datetime, until: datetime, cap: int
+) -> tuple[list[datetime], int | None]:
+    """Fire times strictly after `after` and at or before `until`, and how many.
+
+    Past `cap` of them the count is None and the list holds the first fire time
+    and the last `TAIL` ones (found walking back from `until`), so that the range
+    and the most recent occurrences are still exact.
+    """
+    found: list[datetime] = []
+    for fire in _fire_times(expr, zone, after):
+        if fire > until:
+            return found, len(found)
+        if len(found) == cap:
+            break
+        found.append(fire)
+    tail = _walk_back(validate_cron(expr), zone, until, TAIL)
+    return [found[0], *(t for t in tail if t > found[0])], None
+
+
+def _walk_back(expr: str, zone: ZoneInfo, until: datetime, count: int) -> list[datetime]:
+    """The last `count` fire times at or before `until`, oldest first."""
+    schedule = croniter(expr, until.astimezone(zone).replace(tzinfo=None) + timedelta(seconds=1))
+    found: set[datetime] = set()
+    while len(found) < count:
+        wall: datetime = schedule.get_prev(datetime)
+        fire = _resolve(wall, zone)
+        if fire <= until:
+            found.add(fire)
+    return sorted(found)
 
 
 def _fire_times(expr: str, zone: ZoneInfo, after: datetime) -> Iterator[datetime]:

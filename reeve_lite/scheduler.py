@@ -23,8 +23,8 @@ from datetime import UTC, datetime, timedelta
 from reeve_lite.config import Settings
 from reeve_lite.executor import Executor, RunReport, StreamState
 from reeve_lite.models import Pulse, Status
-from reeve_lite.recurrence import load_zone, next_occurrence
-from reeve_lite.store import Claim, Outcome, Store
+from reeve_lite.policy import After, Policy, Review, after_failure, after_success, review
+from reeve_lite.store import DEFAULT_KEY, Claim, Outcome, Store
 
 log = logging.getLogger(__name__)
 
@@ -44,36 +44,16 @@ def retry_delay(retry_count: int, *, base: float, cap: float) -> float:
     return float(min(base * 2.0 ** min(retry_count, 62), cap))
 
 
-@dataclass(frozen=True)
-class NextState:
-    """Where a pulse goes after an attempt."""
-
-    status: Status
-    scheduled_at: datetime | None
-    retry_count: int
-
-
-def _rearm(pulse: Pulse, now: datetime) -> NextState:
-    assert pulse.cron is not None
-    zone = load_zone(pulse.timezone or "UTC")
-    return NextState(Status.PENDING, next_occurrence(pulse.cron, zone, now), 0)
-
-
-def after_success(pulse: Pulse, now: datetime) -> NextState:
-    """A one-off pulse is completed; a recurring one is re-armed at its next occurrence."""
-    if pulse.cron:
-        return _rearm(pulse, now)
-    return NextState(Status.COMPLETED, None, pulse.retry_count)
-
-
-def after_failure(pulse: Pulse, now: datetime, *, delay: float) -> NextState:
-    """Retry after `delay` seconds while retries remain; then a one-off pulse has
-    failed and a recurring one gives up this occurrence and waits for the next."""
-    if pulse.retry_count < pulse.max_retries:
-        return NextState(Status.PENDING, now + timedelta(seconds=delay), pulse.retry_count + 1)
-    if pulse.cron:
-        return _rearm(pulse, now)
-    return NextState(Status.FAILED, None, pulse.retry_count)
+def _not_started(reason: str) -> RunReport:
+    return RunReport(
+        started_at=time.time(),
+        duration_ms=0,
+        exit_code=None,
+        failed=True,
+        error=reason,
+        stream=StreamState(),
+        output_tail="",
+    )
 
 
 @dataclass
@@ -84,6 +64,7 @@ class Run:
     attempt_id: int
     started_at: datetime
     task: asyncio.Task[None]
+    key: str = DEFAULT_KEY
     pid: int | None = None
     # What the agent has said so far (its session id is known from the first event).
     stream: StreamState = field(default_factory=StreamState)
@@ -113,6 +94,37 @@ class Scheduler:
         """Re-arm the timer now (after a create, cancel or reschedule, or a finished run)."""
         self._wake.set()
 
+    @property
+    def policy(self) -> Policy:
+        """The scheduling policy of the current settings (they change on reload)."""
+        s = self.settings
+        return Policy(s.missed_grace, s.catchup_max, s.catchup_spacing)
+
+    def _review(self, pulse: Pulse, now: datetime) -> Review | None:
+        return review(pulse, now, self.policy)
+
+    async def review_missed(self) -> dict[str, int]:
+        """Apply the missed-run policies to every pulse that is overdue (at start-up:
+        what fell due while the daemon was down); occurrences by what was done."""
+        now = self.clock()
+        done = await self.store.dispatch(now, now, limit=0, review=self._review)
+        return self._log_reviews(done.reviewed)
+
+    def _log_reviews(self, reviewed: list[tuple[Pulse, Review]]) -> dict[str, int]:
+        totals: dict[str, int] = {}
+        for pulse, decision in reviewed:
+            for miss in decision.misses:
+                totals[miss.action] = totals.get(miss.action, 0) + (miss.count or 1)
+            level = logging.INFO if decision.status is Status.PENDING else logging.WARNING
+            log.log(
+                level,
+                "pulse=%d %s; now %s",
+                pulse.pulse_id,
+                decision.reason or "reviewed",
+                decision.status,
+            )
+        return totals
+
     async def recover(self) -> int:
         """Close attempts left open by a crash, as failed attempts whose pulses are
         retried at once (a retry is counted, so a pulse that crashes the daemon
@@ -129,7 +141,7 @@ class Scheduler:
                 pid=attempt.pid,
             ):
                 note = "; its orphaned agent was stopped"
-            state = after_failure(running.pulse, now, delay=0)
+            state = after_failure(running.pulse, now, delay=0, policy=self.policy)
             if attempt.pid is None:
                 error = "interrupted: the daemon stopped before the agent started"
             else:
@@ -142,9 +154,8 @@ class Scheduler:
                     duration_ms=int((now - attempt.started_at).total_seconds() * 1000),
                     is_error=True,
                     error=error,
-                    status=state.status,
-                    scheduled_at=state.scheduled_at,
-                    retry_count=state.retry_count,
+                    orphan=attempt.pid is not None,
+                    then=state,
                 ),
             )
             log.warning(
@@ -178,13 +189,15 @@ class Scheduler:
             free = self.settings.max_concurrent - len(self.runs)
             timeout: float | None = None
             try:
-                for claim in await self.store.claim_due(now + DISPATCH_LEAD, free):
+                done = await self.store.dispatch(
+                    now, now + DISPATCH_LEAD, limit=free, review=self._review
+                )
+                self._log_reviews(done.reviewed)
+                for claim in done.claims:
                     self._start(claim)
-                if len(self.runs) < self.settings.max_concurrent:
-                    nxt = await self.store.next_due()
-                    if nxt is not None:
-                        wake_at = nxt.scheduled_at - DISPATCH_LEAD
-                        timeout = max(0.0, (wake_at - self.clock()).total_seconds())
+                wake_at = await self._next_wake()
+                if wake_at is not None:
+                    timeout = max(0.0, (wake_at - self.clock()).total_seconds())
             except sqlite3.Error as exc:
                 self.last_error = f"database: {exc}"
                 log.error("scheduler cannot read the queue: %s; trying again in 1s", exc)
@@ -198,10 +211,29 @@ class Scheduler:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
+    async def _next_wake(self) -> datetime | None:
+        """When the loop must look again: the next pulse that could start (its key
+        free, a slot free), or the next deadline, whichever is first."""
+        times: list[datetime] = []
+        if len(self.runs) < self.settings.max_concurrent:
+            busy = {run.key for run in self.runs.values()}
+            nxt = await self.store.next_due(busy_keys=busy)
+            if nxt is not None:
+                times.append(nxt.scheduled_at - DISPATCH_LEAD)
+        deadline = await self.store.next_deadline()
+        if deadline is not None:
+            # Just after it: a pulse expires once its deadline has passed.
+            times.append(deadline + timedelta(milliseconds=1))
+        return min(times) if times else None
+
     def _start(self, claim: Claim) -> None:
         task = asyncio.create_task(self._execute(claim), name=f"pulse-{claim.pulse.pulse_id}")
         self.runs[claim.attempt_id] = Run(
-            claim.pulse.pulse_id, claim.attempt_id, self.clock(), task
+            claim.pulse.pulse_id,
+            claim.attempt_id,
+            self.clock(),
+            task,
+            key=claim.pulse.concurrency_key or DEFAULT_KEY,
         )
 
     async def _execute(self, claim: Claim) -> None:
@@ -228,47 +260,78 @@ class Scheduler:
 
         try:
             try:
-                report = await self.executor.run(
-                    delay=(pulse.scheduled_at - self.clock()).total_seconds(),
-                    pulse_id=pulse.pulse_id,
-                    attempt_id=claim.attempt_id,
-                    number=claim.number,
-                    prompt=pulse.prompt,
-                    sticky_notes=pulse.sticky_notes,
-                    session_id=pulse.session_id,
-                    stop=self._stop_runs,
-                    on_spawn=spawned,
-                    stream=run.stream,
-                )
+                blocked = await self._orphans_alive(claim)
+                if blocked is not None:
+                    report = _not_started(blocked)
+                else:
+                    report = await self.executor.run(
+                        delay=(pulse.scheduled_at - self.clock()).total_seconds(),
+                        pulse_id=pulse.pulse_id,
+                        attempt_id=claim.attempt_id,
+                        number=claim.number,
+                        prompt=pulse.prompt,
+                        sticky_notes=pulse.sticky_notes,
+                        session_id=pulse.session_id,
+                        stop=self._stop_runs,
+                        on_spawn=spawned,
+                        stream=run.stream,
+                    )
             except Exception as exc:
                 log.exception("pulse=%d attempt=%d: the run failed", pulse.pulse_id, claim.number)
-                report = RunReport(
-                    started_at=time.time(),
-                    duration_ms=0,
-                    exit_code=None,
-                    failed=True,
-                    error=f"internal error while running the agent: {exc!r}",
-                    stream=StreamState(),
-                    output_tail="",
-                )
+                report = _not_started(f"internal error while running the agent: {exc!r}")
             await self._record(claim, report)
         finally:
             del self.runs[claim.attempt_id]
             self.wake()
 
+    async def _orphans_alive(self, claim: Claim) -> str | None:
+        """Never start a pulse while an attempt of it cut by a restart may still run:
+        check each such attempt's process (or unit); stop what still runs. Returns
+        why the run must wait, or None once all are known gone."""
+        if not claim.orphans:
+            return None
+        alive = []
+        for orphan in claim.orphans:
+            ident = {
+                "pulse_id": claim.pulse.pulse_id,
+                "number": orphan.number,
+                "attempt_id": orphan.attempt_id,
+                "pid": orphan.pid,
+            }
+            if await self.executor.orphan_running(**ident):  # type: ignore[arg-type]
+                await self.executor.stop_orphan(**ident)  # type: ignore[arg-type]
+                alive.append(orphan.number)
+        if alive:
+            numbers = ", ".join(map(str, alive))
+            return (
+                f"not started: attempt {numbers} (cut by a restart) was still running; "
+                "it was stopped and this pulse tries again later"
+            )
+        await self.store.clear_orphans([o.attempt_id for o in claim.orphans])
+        return None
+
     async def _record(self, claim: Claim, report: RunReport) -> None:
         pulse = claim.pulse
         now = self.clock()
         if report.stopped:
-            # Not the pulse's fault: it runs again first thing after the restart.
-            state = NextState(Status.PENDING, now, pulse.retry_count)
+            # Not the pulse's fault: it runs again first thing after the restart, as
+            # a run already judged (however long the daemon stays down, it is not
+            # "missed"; its deadline still holds).
+            state = After(
+                Status.PENDING,
+                now,
+                pulse.retry_count,
+                pulse.occurrence_at,
+                max(1, pulse.catchup_remaining),
+                pulse.deadline,
+            )
         elif report.failed:
             delay = retry_delay(
                 pulse.retry_count, base=self.settings.retry_base, cap=self.settings.retry_max
             )
-            state = after_failure(pulse, now, delay=delay)
+            state = after_failure(pulse, now, delay=delay, policy=self.policy)
         else:
-            state = after_success(pulse, now)
+            state = after_success(pulse, now, policy=self.policy)
         stream = report.stream
         await self._finish(
             claim,
@@ -283,9 +346,7 @@ class Scheduler:
                 output_tail=report.output_tail or None,
                 cost_usd=stream.cost_usd,
                 num_turns=stream.num_turns,
-                status=state.status,
-                scheduled_at=state.scheduled_at,
-                retry_count=state.retry_count,
+                then=state,
             ),
         )
         if report.failed:

@@ -16,7 +16,7 @@ import contextlib
 import json
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,7 +25,8 @@ from typing import Any
 
 import aiosqlite
 
-from reeve_lite.models import Attempt, Priority, Pulse, Status
+from reeve_lite.models import Attempt, Missed, OnMissed, Priority, Pulse, Status
+from reeve_lite.policy import After, Miss, Review
 
 # Each entry moves the schema one version forward; never edit a released step.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -77,10 +78,75 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE pulses ADD COLUMN last_error TEXT",
         "CREATE INDEX attempts_running ON attempts(id) WHERE finished_at IS NULL",
     ),
+    # 3: scheduling policy. The status CHECK gains 'expired' and 'skipped', which
+    # SQLite can only do by rebuilding the table (its documented 12 steps; foreign
+    # keys are off while migrating, see `_migrate`).
+    (
+        """CREATE TABLE pulses_v3 (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            scheduled_at REAL NOT NULL,
+            prompt TEXT NOT NULL,
+            priority INTEGER NOT NULL CHECK (priority BETWEEN 0 AND 4),
+            status TEXT NOT NULL CHECK (status IN ('pending', 'processing', 'completed',
+                'failed', 'cancelled', 'expired', 'skipped')),
+            source TEXT NOT NULL,
+            tags TEXT NOT NULL DEFAULT '[]',
+            session_id TEXT,
+            sticky_notes TEXT NOT NULL DEFAULT '[]',
+            retry_count INTEGER NOT NULL DEFAULT 0,
+            max_retries INTEGER NOT NULL DEFAULT 3,
+            cron TEXT,
+            timezone TEXT,
+            idempotency_key TEXT UNIQUE,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            last_error TEXT,
+            occurrence_at REAL NOT NULL,
+            on_missed TEXT NOT NULL DEFAULT 'once' CHECK (on_missed IN ('once', 'all', 'skip')),
+            expires_after REAL,
+            expires_at REAL,
+            deadline REAL,
+            concurrency_key TEXT,
+            jitter REAL NOT NULL DEFAULT 0,
+            catchup_remaining INTEGER NOT NULL DEFAULT 0,
+            lease INTEGER
+        )""",
+        """INSERT INTO pulses_v3 (id, scheduled_at, prompt, priority, status, source, tags,
+            session_id, sticky_notes, retry_count, max_retries, cron, timezone,
+            idempotency_key, created_at, updated_at, last_error, occurrence_at, lease)
+        SELECT id, scheduled_at, prompt, priority, status, source, tags, session_id,
+            sticky_notes, retry_count, max_retries, cron, timezone, idempotency_key,
+            created_at, updated_at, last_error, scheduled_at,
+            (SELECT MAX(a.id) FROM attempts a WHERE a.pulse_id = pulses.id
+                AND a.finished_at IS NULL)
+        FROM pulses""",
+        "DROP TABLE pulses",
+        "ALTER TABLE pulses_v3 RENAME TO pulses",
+        "CREATE INDEX pulses_pending_due ON pulses(scheduled_at) WHERE status = 'pending'",
+        "CREATE INDEX pulses_status ON pulses(status, id)",
+        "CREATE INDEX pulses_deadline ON pulses(deadline) "
+        "WHERE status = 'pending' AND deadline IS NOT NULL",
+        """CREATE TABLE misses (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            pulse_id INTEGER NOT NULL REFERENCES pulses(id) ON DELETE CASCADE,
+            first_due REAL NOT NULL,
+            last_due REAL NOT NULL,
+            count INTEGER,
+            action TEXT NOT NULL CHECK (action IN ('caught_up', 'skipped', 'expired', 'dropped')),
+            recorded_at REAL NOT NULL
+        )""",
+        "CREATE INDEX misses_pulse ON misses(pulse_id, id)",
+        # An attempt cut by a restart whose process may still run: checked (and
+        # cleared) before its pulse starts again.
+        "ALTER TABLE attempts ADD COLUMN orphan INTEGER NOT NULL DEFAULT 0",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 BUSY_TIMEOUT_MS = 5000
+# The concurrency key of pulses without one: they share the Desk.
+DEFAULT_KEY = "desk"
 MAX_ATTEMPTS_SHOWN = 50
+MAX_MISSES_SHOWN = 50
 
 
 class StoreError(Exception):
@@ -118,15 +184,45 @@ class NewPulse:
     cron: str | None = None
     timezone: str | None = None
     idempotency_key: str | None = None
+    occurrence_at: datetime | None = None  # None: scheduled_at
+    on_missed: OnMissed = OnMissed.ONCE
+    expires_after: float | None = None
+    expires_at: datetime | None = None
+    deadline: datetime | None = None
+    concurrency_key: str | None = None
+    jitter: float = 0.0
+
+
+@dataclass(frozen=True)
+class Orphan:
+    """An earlier attempt of a pulse, cut by a restart, whose process may still run."""
+
+    attempt_id: int
+    number: int
+    pid: int | None
 
 
 @dataclass(frozen=True)
 class Claim:
-    """A pulse moved to `processing`, with the attempt opened for it."""
+    """A pulse moved to `processing`, with the attempt opened for it. The attempt id
+    is the fencing token: only it can record the pulse's outcome (`finish`)."""
 
     pulse: Pulse
     attempt_id: int
     number: int
+    orphans: tuple[Orphan, ...] = ()
+
+
+@dataclass(frozen=True)
+class Dispatched:
+    """What one pass over the due pulses did."""
+
+    claims: list[Claim]
+    reviewed: list[tuple[Pulse, Review]]
+
+
+# What a one-off pulse becomes after a successful attempt.
+COMPLETED = After(Status.COMPLETED, None, 0)
 
 
 @dataclass(frozen=True)
@@ -143,10 +239,10 @@ class Outcome:
     output_tail: str | None = None
     cost_usd: float | None = None
     num_turns: int | None = None
-    # The pulse afterwards:
-    status: Status = Status.COMPLETED
-    scheduled_at: datetime | None = None
-    retry_count: int | None = None
+    # The pulse afterwards (a one-off pulse that succeeded: completed).
+    then: After = COMPLETED
+    # The attempt's process may outlive it (a crash cut it): check before the next.
+    orphan: bool = False
 
 
 @dataclass(frozen=True)
@@ -176,6 +272,14 @@ def _dt(value: float) -> datetime:
     return datetime.fromtimestamp(value, UTC)
 
 
+def _opt_dt(value: float | None) -> datetime | None:
+    return None if value is None else _dt(value)
+
+
+def _opt_ts(value: datetime | None) -> float | None:
+    return None if value is None else _ts(value)
+
+
 def _pulse(row: sqlite3.Row) -> Pulse:
     return Pulse(
         pulse_id=row["id"],
@@ -195,6 +299,24 @@ def _pulse(row: sqlite3.Row) -> Pulse:
         created_at=_dt(row["created_at"]),
         updated_at=_dt(row["updated_at"]),
         last_error=row["last_error"],
+        occurrence_at=_dt(row["occurrence_at"]),
+        on_missed=OnMissed(row["on_missed"]),
+        expires_after=row["expires_after"],
+        expires_at=_opt_dt(row["expires_at"]),
+        deadline=_opt_dt(row["deadline"]),
+        concurrency_key=row["concurrency_key"],
+        jitter=row["jitter"],
+        catchup_remaining=row["catchup_remaining"],
+    )
+
+
+def _missed(row: sqlite3.Row) -> Missed:
+    return Missed(
+        first_due=_dt(row["first_due"]),
+        last_due=_dt(row["last_due"]),
+        count=row["count"],
+        action=row["action"],
+        recorded_at=_dt(row["recorded_at"]),
     )
 
 
@@ -289,11 +411,26 @@ class Store:
                 f"{self.path} has schema version {current}, newer than this reeve-lite "
                 f"understands ({SCHEMA_VERSION}); upgrade reeve-lite"
             )
-        for version in range(current + 1, target + 1):
-            async with self._transaction() as db:
-                for statement in MIGRATIONS[version - 1]:
-                    await db.execute(statement)
-                await db.execute(f"PRAGMA user_version = {version}")
+        if current >= target:
+            return
+        # Rebuilding a table drops the old one, which with foreign keys on would
+        # cascade to its attempts; the pragma cannot change inside a transaction.
+        await self._db.execute("PRAGMA foreign_keys = OFF")
+        try:
+            for version in range(current + 1, target + 1):
+                async with self._transaction() as db:
+                    for statement in MIGRATIONS[version - 1]:
+                        await db.execute(statement)
+                    async with db.execute("PRAGMA foreign_key_check") as cur:
+                        broken = await cur.fetchone()
+                    if broken is not None:
+                        raise StoreError(
+                            f"{self.path}: migration to schema {version} broke a reference "
+                            f"({tuple(broken)}); nothing was changed"
+                        )
+                    await db.execute(f"PRAGMA user_version = {version}")
+        finally:
+            await self._db.execute("PRAGMA foreign_keys = ON")
 
     async def integrity_check(self) -> str:
         """SQLite's own verdict on the file: 'ok' when sound."""
@@ -318,8 +455,10 @@ class Store:
             async with db.execute(
                 """INSERT INTO pulses (scheduled_at, prompt, priority, status, source, tags,
                     session_id, sticky_notes, max_retries, cron, timezone, idempotency_key,
-                    created_at, updated_at)
-                VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *""",
+                    created_at, updated_at, occurrence_at, on_missed, expires_after,
+                    expires_at, deadline, concurrency_key, jitter)
+                VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                RETURNING *""",
                 (
                     _ts(new.scheduled_at),
                     new.prompt,
@@ -334,6 +473,13 @@ class Store:
                     new.idempotency_key,
                     stamp,
                     stamp,
+                    _ts(new.occurrence_at or new.scheduled_at),
+                    str(new.on_missed),
+                    new.expires_after,
+                    _opt_ts(new.expires_at),
+                    _opt_ts(new.deadline),
+                    new.concurrency_key,
+                    new.jitter,
                 ),
             ) as cur:
                 row = await cur.fetchone()
@@ -352,8 +498,14 @@ class Store:
                 (pulse_id, attempts),
             ) as cur:
                 attempt_rows = await cur.fetchall()
+            async with db.execute(
+                "SELECT * FROM misses WHERE pulse_id = ? ORDER BY id DESC LIMIT ?",
+                (pulse_id, MAX_MISSES_SHOWN),
+            ) as cur:
+                miss_rows = await cur.fetchall()
         pulse = _pulse(row)
         pulse.attempts = [_attempt(r) for r in reversed(list(attempt_rows))]
+        pulse.missed = [_missed(r) for r in reversed(list(miss_rows))]
         return pulse
 
     async def list_pulses(
@@ -407,23 +559,64 @@ class Store:
         """Cancel a pending pulse; NotFound or NotPending otherwise."""
         return await self._change_pending(pulse_id, "status = 'cancelled'", (), now)
 
-    async def reschedule(self, pulse_id: int, when: datetime, *, now: datetime) -> Pulse:
-        """Move a pending pulse to `when`; NotFound or NotPending otherwise."""
-        return await self._change_pending(pulse_id, "scheduled_at = ?", (_ts(when),), now)
+    async def reschedule(
+        self, pulse_id: int, when: datetime, *, deadline: datetime | None, now: datetime
+    ) -> Pulse:
+        """Move a pending pulse (its current occurrence) to `when`, with that
+        occurrence's `deadline`; NotFound or NotPending otherwise."""
+        return await self._change_pending(
+            pulse_id,
+            "scheduled_at = ?, occurrence_at = ?, deadline = ?, catchup_remaining = 0",
+            (_ts(when), _ts(when), _opt_ts(deadline)),
+            now,
+        )
 
-    async def next_due(self) -> NextDue | None:
-        """The earliest pending pulse, or None when nothing is pending."""
+    async def next_due(
+        self, *, busy_keys: Collection[str] = (), default_key: str = DEFAULT_KEY
+    ) -> NextDue | None:
+        """The earliest pending pulse whose concurrency key is not in `busy_keys`, or
+        None when there is none."""
+        keys = list(busy_keys)
+        where = ""
+        if keys:
+            marks = ", ".join("?" * len(keys))
+            where = f" AND COALESCE(concurrency_key, ?) NOT IN ({marks})"
         async with (
             self._read() as db,
             db.execute(
-                "SELECT id, scheduled_at, priority FROM pulses WHERE status = 'pending' "
-                "ORDER BY scheduled_at LIMIT 1"
+                "SELECT id, scheduled_at, priority FROM pulses WHERE status = 'pending'"  # noqa: S608
+                f"{where} ORDER BY scheduled_at LIMIT 1",
+                [default_key, *keys] if keys else [],
             ) as cur,
         ):
             row = await cur.fetchone()
         if row is None:
             return None
         return NextDue(row["id"], _dt(row["scheduled_at"]), Priority.from_rank(row["priority"]))
+
+    async def next_deadline(self) -> datetime | None:
+        """The earliest deadline of a pending pulse (it expires then if not started)."""
+        async with (
+            self._read() as db,
+            db.execute(
+                "SELECT MIN(deadline) FROM pulses WHERE status = 'pending' AND deadline IS NOT NULL"
+            ) as cur,
+        ):
+            row = await cur.fetchone()
+        return None if row is None or row[0] is None else _dt(row[0])
+
+    async def pending_times(self, source: str) -> list[datetime]:
+        """Due times of the pending pulses of `source`, earliest first (for pacing)."""
+        async with (
+            self._read() as db,
+            db.execute(
+                "SELECT scheduled_at FROM pulses WHERE status = 'pending' AND source = ? "
+                "ORDER BY scheduled_at",
+                (source,),
+            ) as cur,
+        ):
+            rows = await cur.fetchall()
+        return [_dt(r[0]) for r in rows]
 
     async def count_pending(self) -> int:
         """How many pulses are pending (an indexed count, cheap at any history size)."""
@@ -448,37 +641,135 @@ class Store:
     # --- the scheduler's side
 
     async def claim_due(self, now: datetime, limit: int) -> list[Claim]:
-        """Move up to `limit` due pending pulses to `processing`, in priority then due
-        order, and open an attempt for each, in one transaction."""
-        if limit <= 0:
-            return []
+        """Claim up to `limit` pulses due by `now`, without policy review (tests, benches)."""
+        return (await self.dispatch(now, now, limit=limit)).claims
+
+    async def dispatch(
+        self,
+        now: datetime,
+        horizon: datetime,
+        *,
+        limit: int,
+        review: Callable[[Pulse, datetime], Review | None] | None = None,
+        default_key: str = DEFAULT_KEY,
+    ) -> Dispatched:
+        """One pass over the pending pulses due by `horizon` (or past their deadline),
+        in one transaction, in priority then due order.
+
+        Each is first given to `review` (the scheduling policy), whose decision is
+        applied and its missed occurrences recorded. Then up to `limit` of those that
+        may run are moved to `processing` with an attempt opened for each, the
+        attempt's id held as the pulse's lease, and never two with the same
+        concurrency key (nor one whose key is already processing).
+        """
         stamp = _ts(now)
         claims: list[Claim] = []
+        reviewed: list[tuple[Pulse, Review]] = []
         async with self._transaction() as db:
             async with db.execute(
-                "SELECT * FROM pulses WHERE status = 'pending' AND scheduled_at <= ? "
-                "ORDER BY priority, scheduled_at, id LIMIT ?",
-                (stamp, limit),
+                "SELECT DISTINCT COALESCE(concurrency_key, ?) FROM pulses "
+                "WHERE status = 'processing'",
+                (default_key,),
+            ) as cur:
+                busy = {str(r[0]) for r in await cur.fetchall()}
+            async with db.execute(
+                "SELECT * FROM pulses WHERE status = 'pending' AND (scheduled_at <= ? "  # noqa: S608
+                "OR deadline <= ?) ORDER BY priority, scheduled_at, id"
+                + ("" if review else " LIMIT ?"),
+                (_ts(horizon), stamp) + (() if review else (max(limit, 0),)),
             ) as cur:
                 rows = await cur.fetchall()
             for row in rows:
-                await db.execute(
-                    "UPDATE pulses SET status = 'processing', updated_at = ? WHERE id = ?",
-                    (stamp, row["id"]),
-                )
-                async with db.execute(
-                    """INSERT INTO attempts (pulse_id, number, started_at)
-                    VALUES (?, (SELECT COALESCE(MAX(number), 0) + 1 FROM attempts
-                                WHERE pulse_id = ?), ?)
-                    RETURNING id, number""",
-                    (row["id"], row["id"], stamp),
-                ) as cur:
-                    attempt = await cur.fetchone()
-                assert attempt is not None
                 pulse = _pulse(row)
-                pulse.status = Status.PROCESSING
-                claims.append(Claim(pulse, attempt["id"], attempt["number"]))
-        return claims
+                decision = review(pulse, now) if review is not None else None
+                if decision is not None:
+                    pulse = await self._apply(db, pulse, decision, now)
+                    reviewed.append((pulse, decision))
+                    if not decision.run:
+                        continue
+                key = pulse.concurrency_key or default_key
+                if len(claims) >= limit or key in busy or _ts(pulse.scheduled_at) > _ts(horizon):
+                    continue
+                busy.add(key)
+                claims.append(await self._claim(db, pulse, stamp))
+        return Dispatched(claims, reviewed)
+
+    async def _apply(
+        self, db: aiosqlite.Connection, pulse: Pulse, decision: Review, now: datetime
+    ) -> Pulse:
+        """Write a policy decision (within the caller's transaction); the pulse after it."""
+        stamp = _ts(now)
+        retries = pulse.retry_count if decision.retry_count is None else decision.retry_count
+        note = pulse.last_error if decision.run or not decision.reason else decision.reason
+        await db.execute(
+            """UPDATE pulses SET status = ?, scheduled_at = ?, occurrence_at = ?,
+                catchup_remaining = ?, deadline = ?, retry_count = ?, last_error = ?,
+                updated_at = ?
+            WHERE id = ?""",
+            (
+                str(decision.status),
+                _ts(decision.scheduled_at),
+                _ts(decision.occurrence_at),
+                decision.catchup_remaining,
+                _opt_ts(decision.deadline),
+                retries,
+                note,
+                stamp,
+                pulse.pulse_id,
+            ),
+        )
+        await self._record_misses(db, pulse.pulse_id, decision.misses, stamp)
+        return pulse.model_copy(
+            update={
+                "status": decision.status,
+                "scheduled_at": decision.scheduled_at,
+                "occurrence_at": decision.occurrence_at,
+                "catchup_remaining": decision.catchup_remaining,
+                "deadline": decision.deadline,
+                "retry_count": retries,
+                "last_error": note,
+            }
+        )
+
+    @staticmethod
+    async def _record_misses(
+        db: aiosqlite.Connection, pulse_id: int, misses: Sequence[Miss], stamp: float
+    ) -> None:
+        for miss in misses:
+            await db.execute(
+                "INSERT INTO misses (pulse_id, first_due, last_due, count, action, "
+                "recorded_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (pulse_id, _ts(miss.first), _ts(miss.last), miss.count, miss.action, stamp),
+            )
+
+    async def _claim(self, db: aiosqlite.Connection, pulse: Pulse, stamp: float) -> Claim:
+        async with db.execute(
+            """INSERT INTO attempts (pulse_id, number, started_at)
+            VALUES (?, (SELECT COALESCE(MAX(number), 0) + 1 FROM attempts
+                        WHERE pulse_id = ?), ?)
+            RETURNING id, number""",
+            (pulse.pulse_id, pulse.pulse_id, stamp),
+        ) as cur:
+            attempt = await cur.fetchone()
+        assert attempt is not None
+        await db.execute(
+            "UPDATE pulses SET status = 'processing', lease = ?, updated_at = ? WHERE id = ?",
+            (attempt["id"], stamp, pulse.pulse_id),
+        )
+        async with db.execute(
+            "SELECT id, number, pid FROM attempts WHERE pulse_id = ? AND orphan = 1",
+            (pulse.pulse_id,),
+        ) as cur:
+            orphans = tuple(Orphan(r["id"], r["number"], r["pid"]) for r in await cur.fetchall())
+        claimed = pulse.model_copy(update={"status": Status.PROCESSING})
+        return Claim(claimed, attempt["id"], attempt["number"], orphans)
+
+    async def clear_orphans(self, attempt_ids: Sequence[int]) -> None:
+        """The processes of these cut attempts are known to be gone."""
+        async with self._transaction() as db:
+            await db.executemany(
+                "UPDATE attempts SET orphan = 0 WHERE id = ?", [(i,) for i in attempt_ids]
+            )
 
     async def mark_started(self, attempt_id: int, *, pid: int, started_at: datetime) -> None:
         """Record the agent's process and the instant it was spawned."""
@@ -491,8 +782,10 @@ class Store:
     async def finish(self, attempt_id: int, outcome: Outcome) -> bool:
         """Close the attempt and move its pulse as `outcome` says, in one transaction.
 
-        Returns False (and changes nothing) when the attempt was already closed:
-        a late finish never overwrites a newer decision.
+        Returns True when the pulse moved. False when the attempt was already closed
+        (nothing changes: a late finish never overwrites a newer decision), or when
+        it no longer holds the pulse's lease (the attempt is closed, the pulse left
+        to the attempt that holds it).
         """
         async with self._transaction() as db:
             async with db.execute(
@@ -517,23 +810,32 @@ class Store:
                 row = await cur.fetchone()
             if row is None:
                 return False
-            sets = ["status = ?", "updated_at = ?", "last_error = ?"]
-            params: list[Any] = [str(outcome.status), _ts(outcome.finished_at), outcome.error]
-            if outcome.scheduled_at is not None:
+            if outcome.orphan:
+                await db.execute("UPDATE attempts SET orphan = 1 WHERE id = ?", (attempt_id,))
+            sets = ["status = ?", "updated_at = ?", "last_error = ?", "lease = NULL"]
+            then = outcome.then
+            params: list[Any] = [str(then.status), _ts(outcome.finished_at), outcome.error]
+            if then.scheduled_at is not None:
                 sets.append("scheduled_at = ?")
-                params.append(_ts(outcome.scheduled_at))
-            if outcome.retry_count is not None:
-                sets.append("retry_count = ?")
-                params.append(outcome.retry_count)
+                params.append(_ts(then.scheduled_at))
+            if then.occurrence_at is not None:
+                # A new occurrence brings its own deadline (or none).
+                sets += ["occurrence_at = ?", "deadline = ?"]
+                params += [_ts(then.occurrence_at), _opt_ts(then.deadline)]
+            sets += ["retry_count = ?", "catchup_remaining = ?"]
+            params += [then.retry_count, then.catchup_remaining]
             if outcome.session_id is not None:
                 # The next run of the pulse resumes the conversation it started.
                 sets.append("session_id = ?")
                 params.append(outcome.session_id)
-            await db.execute(
-                f"UPDATE pulses SET {', '.join(sets)} WHERE id = ? AND status = 'processing'",  # noqa: S608
-                (*params, row["pulse_id"]),
-            )
-        return True
+            # The lease is the fence: only the attempt that holds it moves the pulse.
+            async with db.execute(
+                f"UPDATE pulses SET {', '.join(sets)} "  # noqa: S608 - fixed fragments
+                "WHERE id = ? AND status = 'processing' AND lease = ?",
+                (*params, row["pulse_id"], attempt_id),
+            ) as cur:
+                moved = cur.rowcount > 0
+        return moved
 
     async def running(self) -> list[Running]:
         """Attempts without an end (after a crash: the ones to recover)."""
@@ -569,6 +871,6 @@ class Store:
         async with self._transaction() as db:
             await db.execute(
                 "UPDATE pulses SET status = 'pending', scheduled_at = ?, updated_at = ?, "
-                "last_error = ? WHERE id = ? AND status = 'processing'",
+                "last_error = ?, lease = NULL WHERE id = ? AND status = 'processing'",
                 (_ts(now), _ts(now), error, pulse_id),
             )

@@ -128,7 +128,8 @@ def test_config_hides_the_token() -> None:
     assert done.returncode == 0
     assert "s3cret-value" not in done.stdout
     assert "REEVE_LITE_API_TOKEN=(set)" in done.stdout
-    assert "REEVE_LITE_MAX_CONCURRENT=1" in done.stdout
+    assert "REEVE_LITE_MAX_CONCURRENT=4" in done.stdout
+    assert "REEVE_LITE_DEFAULT_EXPIRES_AFTER=telegram=1h,reeve=6h" in done.stdout
 
 
 def test_help_lists_the_commands() -> None:

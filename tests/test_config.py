@@ -38,9 +38,22 @@ def test_systemd_directories_win_over_the_defaults(tmp_path: Path) -> None:
 
 def test_defaults_of_the_scheduling_settings() -> None:
     s = load_settings({})
-    assert (s.max_concurrent, s.max_retries, s.retry_base, s.retry_max) == (1, 3, 60.0, 3600.0)
+    assert (s.max_concurrent, s.max_retries, s.retry_base, s.retry_max) == (4, 3, 60.0, 3600.0)
+    assert (s.missed_grace, s.catchup_max, s.catchup_spacing) == (60.0, 10, 60.0)
+    assert dict(s.default_expires_after) == {"telegram": 3600.0, "reeve": 21600.0}
+    assert (s.self_min_delay, s.self_max_pending) == (60.0, 20)
     assert (s.agent_timeout, s.agent_command, s.executor) == (3600.0, ("hapi",), "auto")
     assert (s.listen, s.api_token, s.socket_mode, s.max_prompt_bytes) == (None, None, 0o600, 32768)
+
+
+@pytest.mark.parametrize("raw", ["telegram", "Tele=1h", "telegram=soon", "=1h"])
+def test_bad_expiry_defaults_name_the_variable(raw: str) -> None:
+    with pytest.raises(ConfigError, match="REEVE_LITE_DEFAULT_EXPIRES_AFTER"):
+        load_settings({"REEVE_LITE_DEFAULT_EXPIRES_AFTER": raw})
+
+
+def test_expiry_defaults_can_be_emptied() -> None:
+    assert dict(load_settings({"REEVE_LITE_DEFAULT_EXPIRES_AFTER": ""}).default_expires_after) == {}
 
 
 def test_environment_values_are_parsed() -> None:

@@ -202,7 +202,7 @@ def test_tcp_needs_the_token_except_for_health(daemon: Daemon) -> None:
     assert err.value.status == 401
     assert daemon.tcp_client().status()["counts"]["pending"] == 0
     # The Unix socket's file mode is the guard there.
-    assert daemon.client().status()["max_concurrent"] == 1
+    assert daemon.client().status()["max_concurrent"] == 4
     assert os.stat(daemon.socket).st_mode & 0o777 == 0o600
 
 

@@ -15,7 +15,8 @@ import pytest
 from reeve_lite.config import Settings, load_settings
 from reeve_lite.executor import Executor
 from reeve_lite.models import Priority, Pulse, Status
-from reeve_lite.scheduler import Scheduler, after_failure, after_success, retry_delay
+from reeve_lite.policy import after_failure, after_success
+from reeve_lite.scheduler import Scheduler, retry_delay
 from reeve_lite.store import NewPulse, Store
 from tests.conftest import FakeAgent
 
@@ -26,6 +27,7 @@ def pulse(**kw) -> Pulse:  # type: ignore[no-untyped-def]
     fields = dict(
         pulse_id=1,
         scheduled_at=NOW,
+        occurrence_at=NOW,
         prompt="p",
         priority=Priority.NORMAL,
         status=Status.PROCESSING,
@@ -273,17 +275,17 @@ async def test_a_run_that_raises_becomes_a_failed_attempt(
 async def test_close_during_a_slow_claim_leaves_nothing_processing(
     loop: Loop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_claim = loop.store.claim_due
+    real_dispatch = loop.store.dispatch
     claiming = asyncio.Event()
 
-    async def slow_claim(now: datetime, limit: int):  # type: ignore[no-untyped-def]
-        claims = await real_claim(now, limit)
-        if claims:
+    async def slow_dispatch(*args, **kwargs):  # type: ignore[no-untyped-def]
+        done = await real_dispatch(*args, **kwargs)
+        if done.claims:
             claiming.set()
             await asyncio.sleep(0.2)  # committed, not yet started
-        return claims
+        return done
 
-    monkeypatch.setattr(loop.store, "claim_due", slow_claim)
+    monkeypatch.setattr(loop.store, "dispatch", slow_dispatch)
     created, _ = await loop.store.create(NewPulse(prompt="[sleep 30]", scheduled_at=NOW), now=NOW)
     loop.scheduler.wake()
     await claiming.wait()

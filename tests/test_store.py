@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from reeve_lite.models import Priority, Status
+from reeve_lite.models import Priority, Pulse, Status
+from reeve_lite.policy import After, Miss, Review
 from reeve_lite.store import (
     MIGRATIONS,
     SCHEMA_VERSION,
@@ -53,7 +54,10 @@ async def test_create_and_get_round_trip_every_field(store: Store) -> None:
     )
     assert created
     got = await store.get(pulse.pulse_id)
-    assert got.model_dump(exclude={"attempts"}) == pulse.model_dump(exclude={"attempts"})
+    assert got.model_dump(exclude={"attempts", "missed"}) == pulse.model_dump(
+        exclude={"attempts", "missed"}
+    )
+    assert got.missed == []
     assert got.scheduled_at == NOW + timedelta(minutes=5)
     assert got.scheduled_at.tzinfo is not None
     assert (got.priority, got.status, got.source) == (Priority.CRITICAL, Status.PENDING, "telegram")
@@ -86,7 +90,9 @@ async def test_claim_takes_due_pulses_in_priority_then_due_order(store: Store) -
         ("later-high", Priority.HIGH, timedelta(seconds=-10)),
         ("future-critical", Priority.CRITICAL, timedelta(seconds=10)),
     ]:
-        ids[name] = (await store.create(new(name, due=due, priority=priority), now=NOW))[0].pulse_id
+        # Each its own concurrency key, so that several may be claimed together.
+        made = new(name, due=due, priority=priority, concurrency_key=name)
+        ids[name] = (await store.create(made, now=NOW))[0].pulse_id
     first = await store.claim_due(NOW, 3)
     assert [c.pulse.prompt for c in first] == ["late-critical", "early-high", "later-high"]
     assert all(c.pulse.status is Status.PROCESSING and c.number == 1 for c in first)
@@ -126,7 +132,6 @@ async def test_finish_closes_the_attempt_once(store: Store) -> None:
         cost_usd=0.5,
         num_turns=2,
         output_tail="tail",
-        status=Status.COMPLETED,
     )
     assert await store.finish(claim.attempt_id, outcome) is True
     late = Outcome(
@@ -135,7 +140,7 @@ async def test_finish_closes_the_attempt_once(store: Store) -> None:
         duration_ms=1,
         is_error=True,
         error="late",
-        status=Status.FAILED,
+        then=After(Status.FAILED, None, 0),
     )
     assert await store.finish(claim.attempt_id, late) is False
     got = await store.get(pulse.pulse_id)
@@ -149,8 +154,9 @@ async def test_cancel_and_reschedule_only_pending(store: Store) -> None:
     pulse = (await store.create(new(), now=NOW))[0]
     with pytest.raises(NotFound):
         await store.cancel(999, now=NOW)
-    moved = await store.reschedule(pulse.pulse_id, NOW + timedelta(days=1), now=NOW)
-    assert moved.scheduled_at == NOW + timedelta(days=1)
+    tomorrow = NOW + timedelta(days=1)
+    moved = await store.reschedule(pulse.pulse_id, tomorrow, deadline=None, now=NOW)
+    assert moved.scheduled_at == moved.occurrence_at == tomorrow
     await store.claim_due(NOW + timedelta(days=2), 1)
     with pytest.raises(NotPending) as err:
         await store.cancel(pulse.pulse_id, now=NOW)
@@ -234,6 +240,199 @@ async def test_upgrade_from_schema_1_keeps_the_data(tmp_path: Path) -> None:
         assert created.pulse_id == 2
     finally:
         await upgraded.close()
+
+
+async def test_upgrade_from_schema_2_keeps_attempts_and_the_lease(tmp_path: Path) -> None:
+    # Version 3 rebuilds the pulses table: the attempts (which reference it with
+    # ON DELETE CASCADE) must survive, and a processing pulse keeps its attempt.
+    path = tmp_path / "v2.db"
+    old = await Store.open(path, migrate_to=2)
+    await old.close()
+    raw = sqlite3.connect(path)
+    stamp = NOW.timestamp()
+    raw.executemany(
+        "INSERT INTO pulses (scheduled_at, prompt, priority, status, source, cron, timezone, "
+        "created_at, updated_at) VALUES (?, ?, 2, ?, 'api', ?, 'UTC', ?, ?)",
+        [
+            (stamp, "done", "completed", None, stamp, stamp),
+            (stamp, "running", "processing", "0 * * * *", stamp, stamp),
+        ],
+    )
+    raw.executemany(
+        "INSERT INTO attempts (pulse_id, number, started_at, finished_at, pid) "
+        "VALUES (?, 1, ?, ?, ?)",
+        [(1, stamp, stamp, None), (2, stamp, None, 4242)],
+    )
+    raw.commit()
+    raw.close()
+
+    upgraded = await Store.open(path)
+    try:
+        done, running = await upgraded.get(1), await upgraded.get(2)
+        assert [a.number for a in done.attempts or []] == [1]
+        assert running.occurrence_at == running.scheduled_at == NOW
+        assert running.on_missed == "once"
+        assert running.deadline is None
+        [open_attempt] = await upgraded.running()
+        assert open_attempt.attempt.pid == 4242
+        # The open attempt holds the lease: it, and only it, can finish the pulse.
+        assert await upgraded.finish(open_attempt.attempt.attempt_id, ok()) is True
+        assert (await upgraded.get(2)).status is Status.COMPLETED
+        assert await upgraded.integrity_check() == "ok"
+        fk = sqlite3.connect(path).execute("PRAGMA foreign_key_check").fetchall()
+        assert fk == []
+    finally:
+        await upgraded.close()
+
+
+def ok() -> Outcome:
+    return Outcome(finished_at=NOW, exit_code=0, duration_ms=1, is_error=False)
+
+
+async def test_a_lost_lease_cannot_record_over_the_newer_attempt(store: Store) -> None:
+    pulse = (await store.create(new(), now=NOW))[0]
+    [old] = await store.claim_due(NOW, 1)
+    # The daemon restarted while `old` ran: recovery closed it and put the pulse back.
+    interrupted = Outcome(
+        finished_at=NOW,
+        exit_code=None,
+        duration_ms=5,
+        is_error=True,
+        error="interrupted",
+        then=After(Status.PENDING, NOW, 1),
+        orphan=True,
+    )
+    assert await store.finish(old.attempt_id, interrupted) is True
+    [new_claim] = await store.claim_due(NOW, 1)
+    assert new_claim.attempt_id > old.attempt_id
+    assert [o.attempt_id for o in new_claim.orphans] == [old.attempt_id]
+    # The old run reports success late: refused, the newer attempt keeps the pulse.
+    assert await store.finish(old.attempt_id, ok()) is False
+    assert (await store.get(pulse.pulse_id)).status is Status.PROCESSING
+    assert await store.finish(new_claim.attempt_id, ok()) is True
+    got = await store.get(pulse.pulse_id)
+    assert got.status is Status.COMPLETED
+    assert [a.error for a in got.attempts or []] == ["interrupted", None]
+
+
+async def test_a_stale_attempt_without_the_lease_does_not_move_the_pulse(store: Store) -> None:
+    pulse = (await store.create(new(), now=NOW))[0]
+    [claim] = await store.claim_due(NOW, 1)
+    raw = sqlite3.connect(store.path)
+    raw.execute(
+        "UPDATE pulses SET lease = ? WHERE id = ?", (claim.attempt_id + 1000, pulse.pulse_id)
+    )
+    raw.commit()
+    raw.close()
+    assert await store.finish(claim.attempt_id, ok()) is False
+    got = await store.get(pulse.pulse_id)
+    assert got.status is Status.PROCESSING
+    assert got.attempts
+    assert got.attempts[0].finished_at is not None
+
+
+async def test_orphans_are_cleared_once_checked(store: Store) -> None:
+    await store.create(new(), now=NOW)
+    [first] = await store.claim_due(NOW, 1)
+    cut = Outcome(
+        finished_at=NOW,
+        exit_code=None,
+        duration_ms=0,
+        is_error=True,
+        then=After(Status.PENDING, NOW, 1),
+        orphan=True,
+    )
+    await store.finish(first.attempt_id, cut)
+    [second] = await store.claim_due(NOW, 1)
+    assert len(second.orphans) == 1
+    await store.clear_orphans([o.attempt_id for o in second.orphans])
+    await store.finish(
+        second.attempt_id, Outcome(**{**ok().__dict__, "then": After(Status.PENDING, NOW, 1)})
+    )
+    [third] = await store.claim_due(NOW, 1)
+    assert third.orphans == ()
+
+
+async def test_one_claim_per_concurrency_key(store: Store) -> None:
+    for name, key in [("a1", "a"), ("a2", "a"), ("b1", "b"), ("d1", None), ("d2", None)]:
+        await store.create(new(name, concurrency_key=key), now=NOW)
+    first = await store.claim_due(NOW, 10)
+    assert sorted(c.pulse.prompt for c in first) == ["a1", "b1", "d1"]
+    # While those run, their keys are busy: nothing more is claimed.
+    assert await store.claim_due(NOW, 10) == []
+    for claim in first:
+        await store.finish(claim.attempt_id, ok())
+    assert sorted(c.pulse.prompt for c in await store.claim_due(NOW, 10)) == ["a2", "d2"]
+
+
+async def test_dispatch_applies_a_review_and_records_the_misses(store: Store) -> None:
+    skip = (await store.create(new("skip"), now=NOW))[0]
+    late = (await store.create(new("late", concurrency_key="k"), now=NOW))[0]
+
+    def decide(pulse: Pulse, now: datetime) -> Review | None:
+        miss = Miss(NOW - timedelta(hours=2), NOW, 3, "skipped")
+        if pulse.prompt == "skip":
+            return Review(
+                Status.SKIPPED,
+                pulse.scheduled_at,
+                pulse.occurrence_at,
+                0,
+                False,
+                (miss,),
+                "skipped: test",
+            )
+        return Review(
+            Status.PENDING,
+            pulse.scheduled_at,
+            pulse.occurrence_at,
+            1,
+            True,
+            (Miss(NOW, NOW, 1, "caught_up"),),
+        )
+
+    done = await store.dispatch(NOW, NOW, limit=5, review=decide)
+    assert [c.pulse.pulse_id for c in done.claims] == [late.pulse_id]
+    assert done.claims[0].pulse.catchup_remaining == 1
+    got = await store.get(skip.pulse_id)
+    assert (got.status, got.last_error) == (Status.SKIPPED, "skipped: test")
+    [missed] = got.missed or []
+    assert (missed.first_due, missed.last_due, missed.count, missed.action) == (
+        NOW - timedelta(hours=2),
+        NOW,
+        3,
+        "skipped",
+    )
+    assert [(m.count, m.action) for m in (await store.get(late.pulse_id)).missed or []] == [
+        (1, "caught_up")
+    ]
+
+
+async def test_deadlines_are_dispatched_before_the_due_time(store: Store) -> None:
+    # A retry scheduled past its deadline is looked at when the deadline passes.
+    made = new("x", due=timedelta(hours=1), deadline=NOW + timedelta(minutes=5))
+    pulse = (await store.create(made, now=NOW))[0]
+    assert await store.next_deadline() == NOW + timedelta(minutes=5)
+    seen: list[int] = []
+
+    def decide(p: Pulse, now: datetime) -> Review | None:
+        seen.append(p.pulse_id)
+        return None
+
+    later = NOW + timedelta(minutes=6)
+    assert (await store.dispatch(later, later, limit=1, review=decide)).claims == []
+    assert seen == [pulse.pulse_id]
+
+
+async def test_next_due_skips_busy_keys(store: Store) -> None:
+    a = (await store.create(new("a", due=timedelta(minutes=1), concurrency_key="a"), now=NOW))[0]
+    d = (await store.create(new("d", due=timedelta(minutes=2)), now=NOW))[0]
+    nxt = await store.next_due(busy_keys={"a"})
+    assert nxt is not None
+    assert nxt.pulse_id == d.pulse_id
+    nxt = await store.next_due(busy_keys={"desk"})
+    assert nxt is not None
+    assert nxt.pulse_id == a.pulse_id
+    assert await store.next_due(busy_keys={"a", "desk"}) is None
 
 
 async def test_newer_schema_is_refused(tmp_path: Path) -> None:
