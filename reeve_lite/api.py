@@ -359,10 +359,11 @@ async def trigger(request: web.Request, ctx: Context) -> web.Response:
                 "expires_at",
             )
     if body.source == SELF_SOURCE:
-        if not paced:
-            _self_bounds(ctx, body.source, occurrence or when, now, "scheduled_at")
         if cron is not None:
+            # The interval is what paces a recurring pulse; its first fire may be near.
             _self_cron_bounds(ctx, cron, zone, now)
+        elif not paced:
+            _self_bounds(ctx, body.source, when, now, "scheduled_at")
         pending = len(await ctx.store.pending_times(SELF_SOURCE))
         if pending >= s.self_max_pending:
             raise ApiError(
@@ -553,7 +554,7 @@ OPERATIONS: tuple[Operation, ...] = (
         Pulse,
         status=201,
         body=PulseCreate,
-        errors=(400, 413, 422),
+        errors=(400, 413, 422, 429),
         replays=True,
     ),
     Operation(

@@ -18,7 +18,16 @@ from reeve_lite.timeparse import describe_instant as _when
 from reeve_lite.timeparse import format_duration
 
 PRIORITIES = ("critical", "high", "normal", "low", "deferred")
-STATUSES = ("pending", "processing", "completed", "failed", "cancelled", "all")
+STATUSES = (
+    "pending",
+    "processing",
+    "completed",
+    "failed",
+    "cancelled",
+    "expired",
+    "skipped",
+    "all",
+)
 EXIT_UNREACHABLE = 1
 EXIT_USAGE = 2
 
@@ -68,6 +77,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--session", dest="session_id", help="agent session to resume")
     p.add_argument("--max-retries", type=int, dest="max_retries")
     p.add_argument("--key", dest="idempotency_key", help="idempotency key")
+    p.add_argument(
+        "--on-missed",
+        choices=("once", "all", "skip"),
+        help="when it could not start on time: one catch-up run (once, the default), "
+        "one per missed occurrence (all), or none (skip)",
+    )
+    p.add_argument(
+        "--expires-after",
+        metavar="DURATION",
+        help="never start an occurrence later than this after its time ('never': no limit)",
+    )
+    p.add_argument("--expires-at", metavar="WHEN", help="never start after this instant")
+    p.add_argument(
+        "--concurrency-key",
+        metavar="KEY",
+        help="pulses with the same key never overlap (default: the Desk's)",
+    )
+    p.add_argument("--jitter", metavar="DURATION", help="with --cron: start up to this much late")
 
     p = sub.add_parser("list", parents=[client], help="list pulses")
     p.add_argument("--status", choices=STATUSES, default="pending")
@@ -211,6 +238,11 @@ def _call(args: argparse.Namespace, client: Any) -> Any:
             session_id=args.session_id,
             max_retries=args.max_retries,
             idempotency_key=args.idempotency_key,
+            on_missed=args.on_missed,
+            expires_after=args.expires_after,
+            expires_at=args.expires_at,
+            concurrency_key=args.concurrency_key,
+            jitter=args.jitter,
         )
     if command == "list":
         status = None if args.status == "all" else args.status
@@ -265,6 +297,11 @@ def _print_human(command: str, data: Any, zone: ZoneInfo) -> None:
         )
 
 
+def _print_fire_times(p: dict[str, Any]) -> None:
+    for fire in p.get("next_fire_times") or []:
+        print(f"{'fires':>10}: {fire['utc']}  ({fire['local']} {p['timezone']})")
+
+
 def _print_table(pulses: list[dict[str, Any]], zone: ZoneInfo) -> None:
     header = f"{'ID':>6}  {'DUE':<38}  {'PRIORITY':<8}  {'STATUS':<10}  {'TRIES':>5}  PROMPT"
     print(header)
@@ -279,7 +316,9 @@ def _print_table(pulses: list[dict[str, Any]], zone: ZoneInfo) -> None:
 def _print_pulse(p: dict[str, Any], zone: ZoneInfo, verb: str | None) -> None:
     if verb:
         print(f"pulse {p['pulse_id']} {verb}: {p['status']}, due {_when(p['scheduled_at'], zone)}")
+        _print_fire_times(p)
         return
+    expires = p.get("expires_after")
     rows = [
         ("pulse", p["pulse_id"]),
         ("status", p["status"]),
@@ -288,6 +327,13 @@ def _print_pulse(p: dict[str, Any], zone: ZoneInfo, verb: str | None) -> None:
         ("source", p["source"]),
         ("tries", f"{p['retry_count']} of {p['max_retries']} retries"),
         ("recurs", f"{p['cron']} ({p['timezone']})" if p["cron"] else None),
+        ("jitter", format_duration(p["jitter"]) if p.get("jitter") else None),
+        ("on missed", p.get("on_missed")),
+        ("expires", f"{format_duration(expires)} after its time" if expires else None),
+        ("ends", _when(p["expires_at"], zone) if p.get("expires_at") else None),
+        ("deadline", _when(p["deadline"], zone) if p.get("deadline") else None),
+        ("key", p.get("concurrency_key")),
+        ("catch-ups", p.get("catchup_remaining") or None),
         ("session", p["session_id"]),
         ("tags", ", ".join(p["tags"]) or None),
         ("last error", p["last_error"]),
@@ -295,6 +341,13 @@ def _print_pulse(p: dict[str, Any], zone: ZoneInfo, verb: str | None) -> None:
     for key, value in rows:
         if value is not None:
             print(f"{key:>10}: {value}")
+    _print_fire_times(p)
+    for m in p.get("missed") or []:
+        count = "more than 20000" if m["count"] is None else m["count"]
+        span = _when(m["first_due"], zone)
+        if m["last_due"] != m["first_due"]:
+            span += f" to {_when(m['last_due'], zone)}"
+        print(f"{'missed':>10}: {count} {m['action'].replace('_', ' ')}, due {span}")
     print(f"{'prompt':>10}: {p['prompt']}")
     for note in p["sticky_notes"]:
         print(f"{'reminder':>10}: {note}")

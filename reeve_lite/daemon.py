@@ -25,7 +25,7 @@ from reeve_lite.api import Context, make_app
 from reeve_lite.config import ConfigError, Settings
 from reeve_lite.executor import Executor, watch_children_with_pidfd
 from reeve_lite.scheduler import Scheduler
-from reeve_lite.store import Store, StoreError
+from reeve_lite.store import Store, StoreError, lock_writer
 from reeve_lite.systemd import Notifier, listen_sockets, watchdog_period
 from reeve_lite.telegram import BotApi
 from reeve_lite.timeparse import format_duration
@@ -115,6 +115,7 @@ class Daemon:
         self._idled_out = False
         self._last_activity = time.monotonic()
         self._background: set[asyncio.Task[None]] = set()
+        self._lock_fd: int | None = None
 
     def request_stop(self) -> None:
         """Begin a clean shutdown (SIGTERM, SIGINT)."""
@@ -137,6 +138,11 @@ class Daemon:
         except RuntimeError as exc:
             raise StartupError(str(exc)) from None
         try:
+            lock = lock_writer(s.db)
+        except (OSError, StoreError) as exc:
+            raise StartupError(f"cannot use the database {s.db}: {exc}") from None
+        self._lock_fd = lock  # held for the life of the process
+        try:
             store = await Store.open(s.db)
         except (OSError, StoreError) as exc:
             raise StartupError(f"cannot open the database {s.db}: {exc}") from None
@@ -153,6 +159,17 @@ class Daemon:
         recovered = await scheduler.recover()
         if recovered:
             log.warning("recovered %d attempt(s) interrupted by the last stop", recovered)
+        missed = await scheduler.review_missed()
+        if missed:
+            log.warning(
+                "start-up: %s missed occurrence(s) of overdue pulses: %s",
+                sum(missed.values()),
+                ", ".join(
+                    f"{n} {action.replace('_', ' ')}" for action, n in sorted(missed.items())
+                ),
+            )
+        else:
+            log.info("start-up: no missed occurrences")
         http = aiohttp.ClientSession() if s.telegram_token else None
         bot = (
             BotApi(s.telegram_token, s.telegram_api_url, http)

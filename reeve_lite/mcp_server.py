@@ -38,11 +38,25 @@ INSTRUCTIONS = (
 )
 
 When = Annotated[str, Field(min_length=1, max_length=200, description=TIMES)]
+PACING = (
+    "Pulses you schedule for yourself are held to bounds: due at least a minimum delay "
+    "ahead (1 minute by default), and a limited number pending (20); a call outside them "
+    "is refused with the bound. Prefer pace_min/pace_max when the exact time does not "
+    "matter: the daemon then picks it."
+)
 PulseId = Annotated[int, Field(ge=1, description="The pulse's id, as returned when scheduled.")]
 
 
 def _when(pulse: dict[str, Any]) -> str:
     return describe_instant(pulse["scheduled_at"], UTC)
+
+
+def _recurs(pulse: dict[str, Any]) -> str:
+    """The recurrence and its next fire times, in UTC and on the pulse's clock."""
+    if not pulse["cron"]:
+        return ""
+    times = "; ".join(f"{t['utc']} ({t['local']})" for t in pulse.get("next_fire_times") or [])
+    return f", then on cron '{pulse['cron']}' in {pulse['timezone']}; next fire times: {times}"
 
 
 def _result(text: str, data: dict[str, Any]) -> CallToolResult:
@@ -105,11 +119,10 @@ def build_server(client: Client, *, env: dict[str, str] | None = None) -> MCPSer
             "new agent run (or to this conversation again with resume_current_session=true). "
             "Use it to follow up later, check back on something, or recur with a 5-field cron "
             "expression (e.g. '0 9 * * 1-5' with timezone 'Europe/Berlin'). Returns the "
-            "pulse's id and due time. " + TIMES
+            "pulse's id and due time. " + TIMES + " " + PACING
         )
     )
     async def schedule_pulse(
-        scheduled_at: When,
         prompt: Annotated[
             str, Field(min_length=1, max_length=32768, description="What to do then.")
         ],
@@ -135,6 +148,44 @@ def build_server(client: Client, *, env: dict[str, str] | None = None) -> MCPSer
             str | None, Field(max_length=64, description="IANA zone, e.g. Europe/Berlin.")
         ] = None,
         max_retries: Annotated[int | None, Field(ge=0, le=100)] = None,
+        scheduled_at: Annotated[
+            str | None, Field(min_length=1, max_length=200, description=TIMES)
+        ] = None,
+        pace_min: Annotated[
+            str | None,
+            Field(
+                max_length=100,
+                description="Instead of scheduled_at: the earliest you want to run again, "
+                "e.g. '10m'. The daemon picks a time between pace_min and pace_max, within "
+                "its pacing bounds.",
+            ),
+        ] = None,
+        pace_max: Annotated[
+            str | None, Field(max_length=100, description="The latest, e.g. '1h'.")
+        ] = None,
+        on_missed: Annotated[
+            Literal["once", "all", "skip"],
+            Field(
+                description="If the time passes while the machine is off: run once late "
+                "(once), once per missed time (all), or not at all (skip)."
+            ),
+        ] = "once",
+        expires_after: Annotated[
+            str | None,
+            Field(
+                max_length=100,
+                description="Do not run if it cannot start within this long after its time "
+                "(default 6h for pulses you schedule; 'never' for no limit).",
+            ),
+        ] = None,
+        concurrency_key: Annotated[
+            str | None,
+            Field(
+                max_length=128,
+                description="Pulses with the same key never run at the same time; give "
+                "independent work its own key so that it need not wait for the Desk.",
+            ),
+        ] = None,
     ) -> Annotated[CallToolResult, Pulse]:
         if resume_current_session:
             if session_id:
@@ -152,9 +203,13 @@ def build_server(client: Client, *, env: dict[str, str] | None = None) -> MCPSer
             timezone=timezone,
             max_retries=max_retries,
             source="reeve",
+            pace_min=pace_min,
+            pace_max=pace_max,
+            on_missed=on_missed,
+            expires_after=expires_after,
+            concurrency_key=concurrency_key,
         )
-        recurs = f", then on cron '{pulse['cron']}' ({pulse['timezone']})" if pulse["cron"] else ""
-        text = f"Scheduled pulse {pulse['pulse_id']} for {_when(pulse)}{recurs}."
+        text = f"Scheduled pulse {pulse['pulse_id']} for {_when(pulse)}{_recurs(pulse)}."
         return _result(text, pulse)
 
     @server.tool(
@@ -191,9 +246,19 @@ def build_server(client: Client, *, env: dict[str, str] | None = None) -> MCPSer
                 else ("failed: " + str(last["error"]) if last["is_error"] else "succeeded")
             )
             outcome = f"; last attempt {state}"
+        missed = pulse.get("missed") or []
+        missed_text = ""
+        if missed:
+            counts = [m["count"] for m in missed]
+            total = "many" if None in counts else str(sum(c or 0 for c in counts))
+            last = missed[-1]
+            missed_text = (
+                f"; {total} occurrence(s) missed, the last {last['action'].replace('_', ' ')}"
+            )
+        why = f" ({pulse['last_error']})" if pulse["status"] in ("expired", "skipped") else ""
         text = (
-            f"Pulse {pulse['pulse_id']} is {pulse['status']}, due {_when(pulse)}, "
-            f"{len(attempts)} attempt(s){outcome}."
+            f"Pulse {pulse['pulse_id']} is {pulse['status']}{why}, due {_when(pulse)}, "
+            f"{len(attempts)} attempt(s){outcome}{missed_text}."
         )
         return _result(text, pulse)
 
@@ -207,7 +272,7 @@ def build_server(client: Client, *, env: dict[str, str] | None = None) -> MCPSer
         pulse_id: PulseId, new_scheduled_at: When
     ) -> Annotated[CallToolResult, Pulse]:
         pulse = await call(client.reschedule, pulse_id, new_scheduled_at)
-        return _result(f"Pulse {pulse['pulse_id']} now runs {_when(pulse)}.", pulse)
+        return _result(f"Pulse {pulse['pulse_id']} now runs {_when(pulse)}{_recurs(pulse)}.", pulse)
 
     def asking_pulse() -> int | None:
         raw = environ.get("REEVE_PULSE_ID", "")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
 import sqlite3
@@ -167,6 +168,29 @@ class NotPending(StoreError):
 
 class SchemaTooNew(StoreError):
     """The database was written by a newer reeve-lite."""
+
+
+class Locked(StoreError):
+    """Another daemon holds the database."""
+
+
+def lock_writer(path: Path) -> int:
+    """Take the one-daemon-per-database lock (`<db>.lock`, flock); the fd to keep open.
+
+    Two daemons on one file would each claim and run the same pulses; the second
+    is refused. The kernel drops the lock when the holder exits, even by SIGKILL.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    lock = path.with_name(path.name + ".lock")
+    fd = os.open(lock, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise Locked(
+            f"another reeve-lite daemon is using {path} (it holds {lock}); stop it first"
+        ) from None
+    return fd
 
 
 @dataclass(frozen=True)

@@ -325,7 +325,7 @@ def test_durable_settings_of_the_database(daemon: Daemon) -> None:
     db = sqlite3.connect(daemon.db)
     try:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     finally:
         db.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from mcp.client.session import ClientSession
@@ -47,7 +48,7 @@ async def test_tools_are_listed_with_their_schemas(daemon: Daemon) -> None:
     schedule = tools["schedule_pulse"]
     assert "tomorrow at 9am" in (schedule.description or "")
     props = schedule.input_schema["properties"]
-    assert schedule.input_schema["required"] == ["scheduled_at", "prompt"]
+    assert schedule.input_schema["required"] == ["prompt"]
     assert props["priority"]["enum"] == ["critical", "high", "normal", "low", "deferred"]
     assert props["prompt"]["maxLength"] == 32768
     assert schedule.output_schema is not None
@@ -164,3 +165,38 @@ def test_the_mcp_command_imports_nothing_of_the_daemon() -> None:
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+async def test_pacing_bounds_come_back_as_advice_and_pace_lets_the_daemon_pick(
+    daemon: Daemon,
+) -> None:
+    async with mcp_session(daemon) as session:
+        tools = {t.name: t for t in (await session.list_tools()).tools}
+        assert "pace_min" in tools["schedule_pulse"].input_schema["properties"]
+        too_soon = await call(session, "schedule_pulse", scheduled_at="now", prompt="again")
+        assert too_soon.is_error is True
+        text = too_soon.content[0].text
+        assert "at least 1m from now (self_min_delay)" in text
+        assert "pace_min and pace_max" in text
+        paced = await call(
+            session, "schedule_pulse", prompt="check the build", pace_min="5s", pace_max="30m"
+        )
+        assert paced.is_error is False
+        pulse = paced.structured_content
+        # Clamped up to the one-minute bound, and expiring by the source's default.
+        due = datetime.fromisoformat(pulse["scheduled_at"])
+        assert timedelta(seconds=55) < due - datetime.now(UTC) <= timedelta(minutes=1)
+        assert pulse["expires_after"] == 6 * 3600
+        recurring = await call(
+            session,
+            "schedule_pulse",
+            prompt="standup",
+            cron="30 9 * * 1-5",
+            timezone="Asia/Tokyo",
+            on_missed="skip",
+        )
+        assert recurring.is_error is False
+        assert "next fire times:" in recurring.content[0].text
+        assert "T09:30:00+09:00" in recurring.content[0].text
+        assert recurring.structured_content["on_missed"] == "skip"
+        assert len(recurring.structured_content["next_fire_times"]) == 3

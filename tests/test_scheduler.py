@@ -15,9 +15,9 @@ import pytest
 from reeve_lite.config import Settings, load_settings
 from reeve_lite.executor import Executor
 from reeve_lite.models import Priority, Pulse, Status
-from reeve_lite.policy import after_failure, after_success
+from reeve_lite.policy import After, after_failure, after_success
 from reeve_lite.scheduler import Scheduler, retry_delay
-from reeve_lite.store import NewPulse, Store
+from reeve_lite.store import NewPulse, Outcome, Store
 from tests.conftest import FakeAgent
 
 NOW = datetime(2026, 11, 25, 12, 0, 30, tzinfo=UTC)
@@ -295,3 +295,65 @@ async def test_close_during_a_slow_claim_leaves_nothing_processing(
     [attempt] = p.attempts or []
     assert attempt.finished_at is not None
     assert await loop.store.running() == []
+
+
+async def test_a_pulse_never_starts_while_an_earlier_attempt_may_still_run(
+    loop: Loop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    later = NOW + timedelta(hours=1)
+    created, _ = await loop.store.create(NewPulse(prompt="guarded", scheduled_at=later), now=NOW)
+    # Attempt 1 was cut by a restart with its agent (pid 4242) possibly still alive.
+    [cut] = await loop.store.claim_due(later, 1)
+    await loop.store.mark_started(cut.attempt_id, pid=4242, started_at=NOW)
+    await loop.store.finish(
+        cut.attempt_id,
+        Outcome(
+            finished_at=NOW,
+            exit_code=None,
+            duration_ms=0,
+            is_error=True,
+            error="interrupted",
+            then=After(Status.PENDING, NOW, 1),
+            orphan=True,
+        ),
+    )
+    alive = {4242}
+    checked: list[tuple[int, int | None]] = []
+    stopped: list[int | None] = []
+
+    async def orphan_running(
+        *, pulse_id: int, number: int, attempt_id: int, pid: int | None
+    ) -> bool:
+        checked.append((number, pid))
+        return pid in alive
+
+    async def stop_orphan(*, pulse_id: int, number: int, attempt_id: int, pid: int | None) -> bool:
+        stopped.append(pid)
+        return True
+
+    monkeypatch.setattr(loop.scheduler.executor, "orphan_running", orphan_running)
+    monkeypatch.setattr(loop.scheduler.executor, "stop_orphan", stop_orphan)
+    loop.scheduler.wake()
+
+    async def attempts(n: int) -> Pulse | None:
+        p = await loop.store.get(created.pulse_id)
+        done = [a for a in p.attempts or [] if a.finished_at]
+        return p if len(done) >= n and p.status is not Status.PROCESSING else None
+
+    held = await wait_until(lambda: attempts(2))
+    assert loop.agent.calls() == []  # the agent was not started
+    assert checked == [(1, 4242)]
+    assert stopped == [4242]
+    assert held.attempts is not None
+    assert (held.attempts[-1].error or "").startswith("not started: attempt 1 (cut by a restart)")
+    assert held.status is Status.PENDING
+
+    # Gone by the retry: the run goes ahead and the orphan is not checked again.
+    alive.clear()
+    assert held.scheduled_at > NOW
+    loop.clock.now = held.scheduled_at
+    loop.scheduler.wake()
+    done = await wait_until(lambda: attempts(3))
+    assert done.status is Status.COMPLETED
+    assert len(loop.agent.calls()) == 1
+    assert checked == [(1, 4242), (1, 4242)]
