@@ -24,7 +24,7 @@ run: $(STAMP)
 
 # The fast tier; pytest's "no tests collected" (5) is not a failure.
 test: $(STAMP)
-	@$(BIN)/pytest -q; rc=$$?; [ $$rc -eq 5 ] && { echo "no tests collected"; rc=0; }; exit $$rc
+	@$(BIN)/pytest -q -n auto; rc=$$?; [ $$rc -eq 5 ] && { echo "no tests collected"; rc=0; }; exit $$rc
 
 # Tests that wait on real time (cron minute boundaries).
 test-slow: $(STAMP)

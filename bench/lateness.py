@@ -96,9 +96,11 @@ def run_daemon(
                 time.sleep(0.05)
         dues = due_times(count, spread, time.time() + 3.0, seed)
         ids = {}
-        for due in dues:
+        for n, due in enumerate(dues):
             at = datetime.fromtimestamp(due, UTC).isoformat()
-            ids[str(client.create(prompt="bench", scheduled_at=at)["pulse_id"])] = due
+            # Independent pulses (a key each): they may overlap up to max_concurrent.
+            made = client.create(prompt="bench", scheduled_at=at, concurrency_key=f"b{n}")
+            ids[str(made["pulse_id"])] = due
         while len(read_agent_log(log)) < count and time.time() < dues[-1] + 30:
             time.sleep(0.2)
         while client.status()["counts"]["completed"] < count and time.time() < dues[-1] + 30:
@@ -127,9 +129,10 @@ async def run_poller(
     env = dict(os.environ, BENCH_AGENT_LOG=str(log))
     now = datetime.now(UTC)
     dues: dict[str, float] = {}
-    for due in due_times(count, spread, time.time() + 3.0, seed):
+    for n, due in enumerate(due_times(count, spread, time.time() + 3.0, seed)):
+        when = datetime.fromtimestamp(due, UTC)
         pulse, _ = await store.create(
-            NewPulse(prompt="poll", scheduled_at=datetime.fromtimestamp(due, UTC)), now=now
+            NewPulse(prompt="poll", scheduled_at=when, concurrency_key=f"p{n}"), now=now
         )
         dues[str(pulse.pulse_id)] = due
     dispatch: list[float] = []

@@ -645,6 +645,7 @@ _ERROR_TEXT = {
     409: "The pulse is not pending",
     413: "Body or prompt too large",
     422: "A field is invalid (named in error.field)",
+    429: "Too many pending pulses of the agent's own (pacing)",
     502: "Telegram refused or could not be reached",
     503: "Database busy, or notifications not configured",
     507: "Disk full",

@@ -107,7 +107,8 @@ class Scheduler:
         """Apply the missed-run policies to every pulse that is overdue (at start-up:
         what fell due while the daemon was down); occurrences by what was done."""
         now = self.clock()
-        done = await self.store.dispatch(now, now, limit=0, review=self._review)
+        overdue = now - timedelta(seconds=self.settings.missed_grace)
+        done = await self.store.dispatch(now, now, limit=0, review=self._review, overdue=overdue)
         return self._log_reviews(done.reviewed)
 
     def _log_reviews(self, reviewed: list[tuple[Pulse, Review]]) -> dict[str, int]:
@@ -190,7 +191,11 @@ class Scheduler:
             timeout: float | None = None
             try:
                 done = await self.store.dispatch(
-                    now, now + DISPATCH_LEAD, limit=free, review=self._review
+                    now,
+                    now + DISPATCH_LEAD,
+                    limit=free,
+                    review=self._review,
+                    overdue=now - timedelta(seconds=self.settings.missed_grace),
                 )
                 self._log_reviews(done.reviewed)
                 for claim in done.claims:
@@ -221,7 +226,8 @@ class Scheduler:
             if nxt is not None:
                 times.append(nxt.scheduled_at - DISPATCH_LEAD)
         deadline = await self.store.next_deadline()
-        if deadline is not None:
+        # A deadline already past was reviewed in this pass; never spin on one.
+        if deadline is not None and deadline > self.clock():
             # Just after it: a pulse expires once its deadline has passed.
             times.append(deadline + timedelta(milliseconds=1))
         return min(times) if times else None

@@ -675,32 +675,53 @@ class Store:
         *,
         limit: int,
         review: Callable[[Pulse, datetime], Review | None] | None = None,
+        overdue: datetime | None = None,
         default_key: str = DEFAULT_KEY,
     ) -> Dispatched:
-        """One pass over the pending pulses due by `horizon` (or past their deadline),
-        in one transaction, in priority then due order.
+        """One pass over the queue, in one transaction.
 
-        Each is first given to `review` (the scheduling policy), whose decision is
-        applied and its missed occurrences recorded. Then up to `limit` of those that
-        may run are moved to `processing` with an attempt opened for each, the
-        attempt's id held as the pulse's lease, and never two with the same
-        concurrency key (nor one whose key is already processing).
+        First, when `review` (the scheduling policy) is given, every pending pulse
+        that is overdue (due before `overdue` and not yet judged: no retry or
+        catch-up under way) or past its deadline is reviewed, the decision applied
+        and its missed occurrences recorded, whether or not it could run now.
+        Then up to `limit` pulses due by `horizon` are claimed in priority then
+        due order (each reviewed first), never two with the same concurrency key
+        nor one whose key is already processing: moved to `processing` with an
+        attempt opened for each, whose id the pulse holds as its lease.
         """
         stamp = _ts(now)
         claims: list[Claim] = []
         reviewed: list[tuple[Pulse, Review]] = []
         async with self._transaction() as db:
+            if review is not None:
+                async with db.execute(
+                    "SELECT * FROM pulses WHERE status = 'pending' AND ((scheduled_at <= ? "
+                    "AND retry_count = 0 AND catchup_remaining = 0) OR deadline <= ?)",
+                    (_ts(overdue or now), stamp),
+                ) as cur:
+                    late_rows = await cur.fetchall()
+                for row in late_rows:
+                    pulse = _pulse(row)
+                    decision = review(pulse, now)
+                    if decision is not None:
+                        reviewed.append((await self._apply(db, pulse, decision, now), decision))
+            if limit <= 0:
+                return Dispatched(claims, reviewed)
             async with db.execute(
                 "SELECT DISTINCT COALESCE(concurrency_key, ?) FROM pulses "
                 "WHERE status = 'processing'",
                 (default_key,),
             ) as cur:
                 busy = {str(r[0]) for r in await cur.fetchall()}
+            marks = ", ".join("?" * len(busy))
+            # The first due pulse of each free key: one pass however many share a key.
             async with db.execute(
-                "SELECT * FROM pulses WHERE status = 'pending' AND (scheduled_at <= ? "  # noqa: S608
-                "OR deadline <= ?) ORDER BY priority, scheduled_at, id"
-                + ("" if review else " LIMIT ?"),
-                (_ts(horizon), stamp) + (() if review else (max(limit, 0),)),
+                "SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY "  # noqa: S608
+                "COALESCE(concurrency_key, ?) ORDER BY priority, scheduled_at, id) AS nth "
+                "FROM pulses WHERE status = 'pending' AND scheduled_at <= ? "
+                f"AND COALESCE(concurrency_key, ?) NOT IN ({marks})) "
+                "WHERE nth = 1 ORDER BY priority, scheduled_at, id LIMIT ?",
+                (default_key, _ts(horizon), default_key, *busy, limit),
             ) as cur:
                 rows = await cur.fetchall()
             for row in rows:
@@ -709,12 +730,8 @@ class Store:
                 if decision is not None:
                     pulse = await self._apply(db, pulse, decision, now)
                     reviewed.append((pulse, decision))
-                    if not decision.run:
+                    if not decision.run or pulse.scheduled_at > horizon:
                         continue
-                key = pulse.concurrency_key or default_key
-                if len(claims) >= limit or key in busy or _ts(pulse.scheduled_at) > _ts(horizon):
-                    continue
-                busy.add(key)
                 claims.append(await self._claim(db, pulse, stamp))
         return Dispatched(claims, reviewed)
 

@@ -370,6 +370,8 @@ async def test_dispatch_applies_a_review_and_records_the_misses(store: Store) ->
     late = (await store.create(new("late", concurrency_key="k"), now=NOW))[0]
 
     def decide(pulse: Pulse, now: datetime) -> Review | None:
+        if pulse.catchup_remaining:
+            return None  # judged already (as the real policy does)
         miss = Miss(NOW - timedelta(hours=2), NOW, 3, "skipped")
         if pulse.prompt == "skip":
             return Review(
