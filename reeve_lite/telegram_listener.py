@@ -183,7 +183,18 @@ class Listener:
             except (DaemonUnreachable, ApiFailure):
                 return
             if pulse["status"] not in ("pending", "processing"):
+                if pulse["status"] in UNANSWERED:
+                    # Silence would look like a lost message: say why there is no answer.
+                    why = f" ({pulse['last_error']})" if pulse["last_error"] else ""
+                    await self._reply(
+                        chat, f"Not answered: this message's pulse was {pulse['status']}{why}."
+                    )
                 return
+
+
+# Pulses that end without running the agent (expired: past its deadline, which is
+# REEVE_LITE_DEFAULT_EXPIRES_AFTER's telegram=1h unless changed).
+UNANSWERED = ("expired", "skipped", "cancelled")
 
 
 async def _main(settings: Settings, state: Path) -> int:

@@ -227,3 +227,21 @@ def test_unreachable_telegram_is_retried_and_the_token_stays_out_of_logs(
     listener.stop(signal.SIGKILL)
     assert TOKEN not in listener.log()
     assert "listener-secret-token" not in listener.log()
+
+
+def test_a_message_whose_pulse_ends_unrun_gets_a_reply_saying_so(
+    daemon: Daemon, telegram: FakeTelegram, start_listener: Callable[..., Listener]
+) -> None:
+    # A long run holds the Desk, so the message's pulse waits; then it is cancelled
+    # (an expired pulse, past the telegram deadline, takes the same path).
+    daemon.client().create(prompt="[sleep 6] busy")
+    start_listener()
+    telegram.push(ALLOWED, "are you there?")
+    [waiting] = wait_for(
+        lambda: [p for p in pulses(daemon) if p["source"] == "telegram"], 15, "the pulse"
+    )
+    assert waiting["deadline"] is not None  # the telegram default: 1 hour
+    daemon.client().cancel(waiting["pulse_id"])
+    [reply] = wait_for(telegram.sent, 15, "the reply")
+    assert reply["chat_id"] == ALLOWED
+    assert reply["text"] == "Not answered: this message's pulse was cancelled."
