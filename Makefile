@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
-.PHONY: venv run test test-slow test-systemd lint format bench install-user clean
+.PHONY: venv run test test-slow test-systemd lint format bench install-user deb lock clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -m venv $(VENV) || { echo "cannot create a virtualenv: install python3-venv (apt-get install python3-venv)"; exit 1; }
@@ -43,6 +43,19 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format reeve_lite tests bench
 	$(BIN)/ruff check --fix reeve_lite tests bench
+
+# The Debian package (dist/reeve-lite_VERSION_ARCH.deb), from packaging/; needs
+# Debian's python3 with python3-venv and dpkg-deb, and PyPI for the pinned wheels.
+deb:
+	packaging/build-deb
+
+# Re-pin packaging/requirements.lock from pyproject.toml's dependencies.
+lock:
+	@rm -rf /tmp/reeve-lite-lock && /usr/bin/python3 -m venv /tmp/reeve-lite-lock
+	/tmp/reeve-lite-lock/bin/pip install --quiet .
+	@{ sed -n '/^#/p' packaging/requirements.lock; /tmp/reeve-lite-lock/bin/pip freeze --exclude reeve-lite; } > packaging/requirements.lock.new
+	@mv packaging/requirements.lock.new packaging/requirements.lock && rm -rf /tmp/reeve-lite-lock build *.egg-info
+	@echo "packaging/requirements.lock updated"
 
 # The user units, pointing at this checkout's reeve-lite.
 UNIT_DIR ?= $(HOME)/.config/systemd/user

@@ -134,7 +134,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", type=int, default=7, help="how many backups to keep (default 7)")
     p.add_argument("--db", help="the database (default: REEVE_LITE_DB)")
 
-    sub.add_parser("config", help="print the effective settings (secrets hidden)")
+    p = sub.add_parser("config", help="print the effective settings (secrets hidden)")
+    p.add_argument(
+        "--template",
+        action="store_true",
+        help="print a configuration file with every setting commented out at its "
+        "default for the system service",
+    )
     sub.add_parser(
         "echo-agent",
         add_help=False,
@@ -166,7 +172,12 @@ def main(argv: list[str] | None = None) -> int:
         setup_logging(settings.log_level)
         return serve(settings, lambda: load_settings(overrides=overrides))
     if args.command == "config":
-        _print_config(settings)
+        if args.template:
+            from reeve_lite.config import config_template
+
+            print(config_template(), end="")
+        else:
+            _print_config(settings)
         return 0
     if args.command == "backup":
         return _backup(args, settings)

@@ -589,6 +589,38 @@ def load_settings(
     return settings
 
 
+# What systemd gives the system service (StateDirectory= and friends).
+SYSTEM_DIRECTORIES = {
+    "STATE_DIRECTORY": "/var/lib/reeve-lite",
+    "RUNTIME_DIRECTORY": "/run/reeve-lite",
+    "CONFIGURATION_DIRECTORY": "/etc/reeve-lite",
+}
+
+
+def config_template(env: Mapping[str, str] = SYSTEM_DIRECTORIES) -> str:
+    """A configuration file with every setting commented out at its default (for
+    the system service by default): what `reeve-lite config --template` prints and
+    the Debian package installs as /etc/reeve-lite/reeve-lite.conf."""
+    lines = [
+        "# reeve-lite settings: REEVE_LITE_NAME=value lines, '#' starts a comment.",
+        "# Each setting below is commented out at its default; the environment wins",
+        "# over this file. `systemctl reload reeve-lite` re-reads it; the database,",
+        "# socket, TCP listener, socket mode and executor change only with a restart.",
+        "# Durations take 90, 90s, 5m, 2h, 1h30m, 1 day.",
+    ]
+    for setting in SETTINGS:
+        if setting.name == "config":
+            continue  # names this file; it cannot be set in it
+        if setting.name == "timezone":
+            value, note = "", " (default: the machine's zone)"
+        elif setting.secret:
+            value, note = "", " (default: none)"
+        else:
+            value, note = setting.default(env), ""
+        lines += ["", f"# {setting.help}{note}", f"#{setting.env}={value}"]
+    return "\n".join(lines) + "\n"
+
+
 def _credential(env: Mapping[str, str], name: str) -> str | None:
     """A systemd credential's text, or None when there is none."""
     if not env.get("CREDENTIALS_DIRECTORY"):

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from reeve_lite.config import SETTINGS, ConfigError, load_settings
+from reeve_lite.config import (
+    SETTINGS,
+    SYSTEM_DIRECTORIES,
+    ConfigError,
+    config_template,
+    load_settings,
+)
 
 
 def test_embedded_defaults_for_a_user(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -166,3 +173,25 @@ def test_config_file_errors_name_the_file(tmp_path: Path) -> None:
 def test_the_default_config_file_may_be_missing(tmp_path: Path) -> None:
     settings = load_settings({"CONFIGURATION_DIRECTORY": str(tmp_path)})
     assert settings.config == tmp_path / "reeve-lite.conf"
+
+
+def test_the_template_lists_every_setting_at_a_default_that_parses(tmp_path: Path) -> None:
+    text = config_template()
+    for setting in SETTINGS:
+        if setting.name != "config":
+            assert f"\n#{setting.env}=" in text, setting.env
+    # Every line is a comment: the template as installed changes nothing ...
+    assert all(not line or line.startswith("#") for line in text.splitlines())
+    # ... and uncommenting every default gives the same settings.
+    uncommented = tmp_path / "all.conf"
+    uncommented.write_text(
+        "\n".join(
+            line[1:]
+            for line in text.splitlines()
+            if line.startswith("#REEVE_LITE_") and not line.endswith("=")
+        )
+    )
+    (tmp_path / "none").write_text("")
+    plain = load_settings(dict(SYSTEM_DIRECTORIES, REEVE_LITE_CONFIG=str(tmp_path / "none")))
+    filled = load_settings(dict(SYSTEM_DIRECTORIES, REEVE_LITE_CONFIG=str(uncommented)))
+    assert replace(filled, config=plain.config) == plain
