@@ -157,6 +157,12 @@ def main(argv: list[str] | None = None) -> int:
 
         return echo_agent.main(argv[1:])
     args = _parser().parse_args(argv)
+    if args.command == "config" and args.template:
+        # The defaults, whatever this environment says (a package build runs it).
+        from reeve_lite.config import config_template
+
+        print(config_template(), end="")
+        return 0
     overrides = {k: getattr(args, k, None) for k in ("socket", "url", "token_file")}
     if args.command == "serve":
         overrides.update({s.name: getattr(args, s.name) for s in SETTINGS if s.flag})
@@ -172,12 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         setup_logging(settings.log_level)
         return serve(settings, lambda: load_settings(overrides=overrides))
     if args.command == "config":
-        if args.template:
-            from reeve_lite.config import config_template
-
-            print(config_template(), end="")
-        else:
-            _print_config(settings)
+        _print_config(settings)
         return 0
     if args.command == "backup":
         return _backup(args, settings)

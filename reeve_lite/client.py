@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import socket
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from reeve_lite.config import Settings
+
+# The socket of the system service (reeve-lite.socket of the Debian package).
+SYSTEM_SOCKET = Path("/run/reeve-lite/api.sock")
 
 
 class DaemonUnreachable(Exception):
@@ -66,9 +70,17 @@ class Client:
 
     @classmethod
     def from_settings(cls, settings: Settings, *, timeout: float = 30.0) -> Client:
-        """A client for the daemon the settings name."""
+        """A client for the daemon the settings name. Without a socket of one's own,
+        the system daemon's (a member of group reeve may use it) stands in."""
+        socket_path = settings.socket
+        if (
+            not socket_path.exists()
+            and SYSTEM_SOCKET.exists()
+            and os.access(SYSTEM_SOCKET, os.W_OK)
+        ):
+            socket_path = SYSTEM_SOCKET
         return cls(
-            socket_path=settings.socket,
+            socket_path=socket_path,
             url=settings.url,
             token=settings.api_token,
             timeout=timeout,

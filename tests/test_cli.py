@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import Daemon, clean_env
 
 
@@ -157,3 +159,19 @@ def test_echo_agent_speaks_stream_json() -> None:
     assert events[0]["session_id"] == "abc-123"
     assert events[-1]["result"] == "Echo: -v is not a flag here"
     assert events[-1]["is_error"] is False
+
+
+def test_without_a_socket_of_its_own_a_client_uses_the_system_daemons(
+    daemon: Daemon, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from reeve_lite import client as client_module
+    from reeve_lite.client import Client
+    from reeve_lite.config import load_settings
+
+    settings = load_settings({"REEVE_LITE_SOCKET": str(tmp_path / "missing.sock")})
+    monkeypatch.setattr(client_module, "SYSTEM_SOCKET", tmp_path / "no-system.sock")
+    assert Client.from_settings(settings).socket_path == tmp_path / "missing.sock"
+    monkeypatch.setattr(client_module, "SYSTEM_SOCKET", daemon.socket)
+    found = Client.from_settings(settings)
+    assert found.socket_path == daemon.socket
+    assert found.health()["ok"] is True

@@ -293,9 +293,10 @@ def _boot_mode_args() -> list[str]:
     raise pytest.UsageError(f"{BOOT_MODE_ENV} must be 'overlay' or 'ephemeral', not {mode!r}")
 
 
-def boot(root: Path, log: Path) -> _Boot:
-    """Start systemd-nspawn booting `root` in the background; output goes to `log`."""
-    machine = f"reeve-lite-test-{os.getpid()}"  # unique: nspawn keys host state on it
+def boot(root: Path, log: Path, name: str = "") -> _Boot:
+    """Start systemd-nspawn booting `root` in the background; output goes to `log`.
+    `name` tells apart two containers of one session."""
+    machine = f"reeve-lite-test-{os.getpid()}{name}"  # unique: nspawn keys host state on it
     argv = [
         rootfs.which("systemd-nspawn") or "systemd-nspawn",
         "--quiet",
