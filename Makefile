@@ -33,7 +33,7 @@ test-slow: $(STAMP)
 # A real systemd booted in systemd-nspawn; root only. The first run builds a Debian
 # root cached in /var/cache/reeve-lite-test (about 80 s); later runs take seconds.
 test-systemd: $(STAMP)
-	$(BIN)/pytest -q -p no:cacheprovider -m systemd tests/systemd
+	$(BIN)/pytest -q -s -p no:cacheprovider -m systemd tests/systemd
 
 lint: $(STAMP)
 	$(BIN)/ruff check reeve_lite tests bench
