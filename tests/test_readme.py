@@ -32,3 +32,20 @@ def test_every_operation_is_documented() -> None:
     for op in OPERATIONS:
         if op.path != "/api/openapi.json":
             assert f"{op.method} {op.path}" in README, op.path
+
+
+def test_the_man_page_names_every_command_and_schedule_option() -> None:
+    import argparse
+
+    from reeve_lite.cli import _parser
+
+    man = (ROOT / "packaging" / "reeve-lite.1").read_text().replace("\\-", "-")
+    parser = _parser()
+    [sub] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for name, command in sub.choices.items():
+        assert f".B {name}" in man or f".BI {name} " in man, name
+        if name == "schedule":
+            for action in command._actions:
+                for flag in action.option_strings:
+                    if flag.startswith("--") and flag not in ("--help", "--json"):
+                        assert flag in man, flag
