@@ -58,3 +58,73 @@ def backup(db: Path, directory: Path, *, keep: int, now: datetime | None = None)
     for old in sorted(directory.glob(f"{PREFIX}*{SUFFIX}"))[:-keep]:
         old.unlink()
     return target
+
+
+def restore(source: Path, db: Path, *, now: datetime | None = None) -> Path | None:
+    """Put the backup `source` in place of `db` while no daemon uses it.
+
+    The backup is checked first (a SQLite file that passes `integrity_check`, with
+    pulses, of a schema this version understands). The database it replaces, with
+    its WAL, is kept beside it as `DB.before-restore-STAMP`, whose path is returned
+    (None when there was none). The new file gets the old one's owner and mode 0600.
+    """
+    from reeve_lite.store import SCHEMA_VERSION, StoreError, lock_writer
+
+    if not source.is_file():
+        raise BackupError(f"no backup at {source}")
+    try:
+        check = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+        try:
+            verdict = check.execute("PRAGMA integrity_check").fetchone()[0]
+            version = check.execute("PRAGMA user_version").fetchone()[0]
+            tables = {r[0] for r in check.execute("SELECT name FROM sqlite_master")}
+        finally:
+            check.close()
+    except sqlite3.Error as exc:
+        raise BackupError(f"{source} is not a reeve-lite backup: {exc}") from None
+    if verdict != "ok":
+        raise BackupError(f"{source} fails its integrity check: {verdict}")
+    if "pulses" not in tables:
+        raise BackupError(f"{source} is not a reeve-lite backup: it has no pulses table")
+    if version > SCHEMA_VERSION:
+        raise BackupError(
+            f"{source} has schema version {version}, newer than this reeve-lite "
+            f"understands ({SCHEMA_VERSION})"
+        )
+    try:
+        lock = lock_writer(db)
+    except (StoreError, OSError) as exc:
+        raise BackupError(f"{exc} (systemctl stop reeve-lite.socket reeve-lite.service)") from None
+    try:
+        owner = db.stat() if db.exists() else db.parent.stat()
+        kept: Path | None = None
+        if db.exists():
+            stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+            kept = db.with_name(f"{db.name}.before-restore-{stamp}")
+            for suffix in ("", "-wal", "-shm"):
+                old = Path(str(db) + suffix)
+                if old.exists():
+                    os.replace(old, Path(str(kept) + suffix))
+        partial = db.with_name(db.name + ".restoring")
+        os.close(os.open(partial, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600))
+        source_db = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+        target = sqlite3.connect(partial)
+        try:
+            source_db.backup(target)
+            target.execute("PRAGMA journal_mode = DELETE")
+        finally:
+            target.close()
+            source_db.close()
+        with open(partial, "rb+") as handle:
+            os.fsync(handle.fileno())
+        if os.geteuid() == 0:
+            os.chown(partial, owner.st_uid, owner.st_gid)
+        os.replace(partial, db)
+        dir_fd = os.open(db.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        return kept
+    finally:
+        os.close(lock)

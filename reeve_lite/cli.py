@@ -134,6 +134,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", type=int, default=7, help="how many backups to keep (default 7)")
     p.add_argument("--db", help="the database (default: REEVE_LITE_DB)")
 
+    p = sub.add_parser(
+        "restore",
+        help="put a backup in place of the database (the daemon stopped)",
+        description="Check FILE (a backup made by `reeve-lite backup`) and put it in place "
+        "of the database; the database it replaces is kept beside it. The daemon must be "
+        "stopped: systemctl stop reeve-lite.socket reeve-lite.service.",
+    )
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--db", help="the database (default: REEVE_LITE_DB)")
+
     p = sub.add_parser("config", help="print the effective settings (secrets hidden)")
     p.add_argument(
         "--template",
@@ -182,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "backup":
         return _backup(args, settings)
+    if args.command == "restore":
+        return _restore(args, settings)
     if args.command == "telegram":
         from reeve_lite.systemd import setup_logging
         from reeve_lite.telegram_listener import run as listen
@@ -212,6 +224,21 @@ def _backup(args: argparse.Namespace, settings: Settings) -> int:
         print(f"reeve-lite: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
     print(target)
+    return 0
+
+
+def _restore(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from reeve_lite.backup import BackupError, restore
+
+    db = Path(args.db) if args.db else settings.db
+    try:
+        kept = restore(Path(args.file), db)
+    except (BackupError, OSError) as exc:
+        print(f"reeve-lite: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    print(f"restored {args.file} to {db}" + (f"; the previous database is {kept}" if kept else ""))
     return 0
 
 

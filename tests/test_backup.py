@@ -1,8 +1,11 @@
-"""`reeve-lite backup`: consistent copies of a database that is being written."""
+"""`reeve-lite backup`: consistent copies of a database that is being written;
+`reeve-lite restore`: a backup put back while the daemon is stopped."""
 
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from reeve_lite.backup import BackupError, backup
-from tests.conftest import Daemon
+from tests.conftest import Daemon, clean_env
 from tests.test_cli import cli
 
 
@@ -78,3 +81,52 @@ def test_cli_backup_prints_the_copy(daemon: Daemon) -> None:
     copy = Path(done.stdout.strip())
     assert copy.parent == daemon.db.parent / "backups"
     assert copy.exists()
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "reeve_lite.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_restore_brings_a_backup_back_and_refuses_while_the_daemon_runs(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    env = clean_env() | {"REEVE_LITE_DB": str(daemon.db)}
+    kept_pulse = daemon.client().create(prompt="before the backup", scheduled_at="in 1 hour")
+    made = _cli("backup", "--dir", str(tmp_path / "b"), env=env)
+    assert made.returncode == 0, made.stderr
+    copy = made.stdout.strip()
+    lost = daemon.client().create(prompt="after the backup", scheduled_at="in 1 hour")
+
+    busy = _cli("restore", copy, env=env)
+    assert busy.returncode == 1
+    assert "another reeve-lite daemon is using" in busy.stderr
+
+    daemon.stop()
+    done = _cli("restore", copy, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "the previous database is" in done.stdout
+    assert oct(daemon.db.stat().st_mode & 0o777) == "0o600"
+    previous = [p for p in daemon.db.parent.iterdir() if ".before-restore-" in p.name]
+    assert previous, "the replaced database is kept"
+    daemon.start()
+    ids = [p["pulse_id"] for p in daemon.client().list(status=None)["pulses"]]
+    assert kept_pulse["pulse_id"] in ids
+    assert lost["pulse_id"] not in ids
+
+
+def test_restore_refuses_what_is_not_a_backup(tmp_path: Path) -> None:
+    env = clean_env() | {"REEVE_LITE_DB": str(tmp_path / "state" / "reeve.db")}
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"not sqlite at all" * 100)
+    done = _cli("restore", str(junk), env=env)
+    assert done.returncode == 1
+    assert "is not a reeve-lite backup" in done.stderr
+    assert not (tmp_path / "state" / "reeve.db").exists()
+    missing = _cli("restore", str(tmp_path / "nothing.db"), env=env)
+    assert "no backup at" in missing.stderr
