@@ -327,6 +327,8 @@ async def trigger(request: web.Request, ctx: Context) -> web.Response:
 
     now = ctx.scheduler.clock()
     zone = s.zone if zone_name is None else load_zone(zone_name)
+    # The agent's own pending pulses: for spacing a paced one and for the count bound.
+    own = await ctx.store.pending_times(SELF_SOURCE) if body.source == SELF_SOURCE else []
     occurrence: datetime | None = None
     if paced:
         low = 0.0 if body.pace_min is None else _duration(body.pace_min, "pace_min")
@@ -338,8 +340,7 @@ async def trigger(request: web.Request, ctx: Context) -> web.Response:
             # Clamped to the bounds rather than refused: the daemon picks the time.
             spacing = s.self_min_delay
             low, high = max(low, spacing), max(high, spacing)
-        others = await ctx.store.pending_times(body.source) if spacing else []
-        when = paced_time(now, low, high, others, spacing)
+        when = paced_time(now, low, high, own, spacing)
     elif cron is not None and "scheduled_at" not in given:
         occurrence = next_occurrence(cron, zone, now)
         when = jittered(occurrence, jitter)
@@ -364,7 +365,7 @@ async def trigger(request: web.Request, ctx: Context) -> web.Response:
             _self_cron_bounds(ctx, cron, zone, now)
         elif not paced:
             _self_bounds(ctx, body.source, when, now, "scheduled_at")
-        pending = len(await ctx.store.pending_times(SELF_SOURCE))
+        pending = len(own)
         if pending >= s.self_max_pending:
             raise ApiError(
                 429,

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from reeve_lite.config import Settings
+from reeve_lite.config import SYSTEM_DIRECTORIES, Settings
 
 # The socket of the system service (reeve-lite.socket of the Debian package).
-SYSTEM_SOCKET = Path("/run/reeve-lite/api.sock")
+SYSTEM_SOCKET = Path(SYSTEM_DIRECTORIES["RUNTIME_DIRECTORY"]) / "api.sock"
 
 
 class DaemonUnreachable(Exception):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import sqlite3
 import time
@@ -100,15 +101,18 @@ class Scheduler:
         s = self.settings
         return Policy(s.missed_grace, s.catchup_max, s.catchup_spacing)
 
-    def _review(self, pulse: Pulse, now: datetime) -> Review | None:
-        return review(pulse, now, self.policy)
+    def _reviewer(self) -> Callable[[Pulse, datetime], Review | None]:
+        """The policy review for one pass, with the settings of that moment."""
+        return functools.partial(review, policy=self.policy)
 
     async def review_missed(self) -> dict[str, int]:
         """Apply the missed-run policies to every pulse that is overdue (at start-up:
         what fell due while the daemon was down); occurrences by what was done."""
         now = self.clock()
         overdue = now - timedelta(seconds=self.settings.missed_grace)
-        done = await self.store.dispatch(now, now, limit=0, review=self._review, overdue=overdue)
+        done = await self.store.dispatch(
+            now, now, limit=0, review=self._reviewer(), overdue=overdue
+        )
         return self._log_reviews(done.reviewed)
 
     def _log_reviews(self, reviewed: list[tuple[Pulse, Review]]) -> dict[str, int]:
@@ -194,7 +198,7 @@ class Scheduler:
                     now,
                     now + DISPATCH_LEAD,
                     limit=free,
-                    review=self._review,
+                    review=self._reviewer(),
                     overdue=now - timedelta(seconds=self.settings.missed_grace),
                 )
                 self._log_reviews(done.reviewed)

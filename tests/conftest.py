@@ -24,8 +24,15 @@ FAKE_HAPI = Path(__file__).with_name("fake_hapi.py")
 TOKEN = "test-token-5f3a9c"
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float = 10.0,
+    what: str = "condition",
+    *,
+    interval: float = 0.02,
+) -> Any:
+    """Poll `predicate` every `interval` seconds until it returns something truthy;
+    fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -33,7 +40,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "c
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
+        time.sleep(interval)
 
 
 def free_port() -> int:

@@ -266,6 +266,41 @@ def test_failure_retries_keeping_the_occurrence_then_fails() -> None:
     assert done.status is Status.FAILED
 
 
+NOON = datetime(2026, 11, 25, 12, 0, 30, tzinfo=UTC)  # a Wednesday, 13:00:30 in Berlin
+
+
+def test_success_rearms_a_recurring_pulse_in_its_zone() -> None:
+    # 09:30 on weekdays in Berlin: next is Thursday.
+    pulse = make(cron="30 9 * * 1-5", timezone="Europe/Berlin", retry_count=2, scheduled_at=NOON)
+    state = after_success(pulse, NOON)
+    assert state.status is Status.PENDING
+    assert state.scheduled_at == datetime(2026, 11, 26, 8, 30, tzinfo=UTC)
+    assert state.retry_count == 0
+
+
+def test_failure_retries_after_the_delay_until_max_retries() -> None:
+    state = after_failure(make(retry_count=1, max_retries=3, scheduled_at=NOON), NOON, delay=120)
+    assert (state.status, state.scheduled_at, state.retry_count) == (
+        Status.PENDING,
+        NOON + timedelta(seconds=120),
+        2,
+    )
+    exhausted = after_failure(make(retry_count=3, max_retries=3), NOON, delay=120)
+    assert (exhausted.status, exhausted.scheduled_at) == (Status.FAILED, None)
+    never = after_failure(make(retry_count=0, max_retries=0), NOON, delay=60)
+    assert never.status is Status.FAILED
+
+
+def test_exhausted_recurring_pulse_waits_for_its_next_occurrence() -> None:
+    pulse = make(retry_count=3, max_retries=3, cron=HOURLY, scheduled_at=NOON)
+    state = after_failure(pulse, NOON, delay=60)
+    assert (state.status, state.scheduled_at, state.retry_count) == (
+        Status.PENDING,
+        datetime(2026, 11, 25, 13, 0, tzinfo=UTC),
+        0,
+    )
+
+
 def test_exhausted_recurring_pulse_moves_to_its_next_occurrence() -> None:
     state = after_failure(hourly(max_retries=0), at(9, 1), delay=60)
     assert (state.status, state.occurrence_at, state.retry_count) == (Status.PENDING, at(10), 0)

@@ -14,38 +14,13 @@ import pytest
 
 from reeve_lite.config import Settings, load_settings
 from reeve_lite.executor import Executor
-from reeve_lite.models import Priority, Pulse, Status
-from reeve_lite.policy import After, after_failure, after_success
+from reeve_lite.models import Pulse, Status
+from reeve_lite.policy import After
 from reeve_lite.scheduler import Scheduler, retry_delay
 from reeve_lite.store import NewPulse, Outcome, Store
 from tests.conftest import FakeAgent
 
 NOW = datetime(2026, 11, 25, 12, 0, 30, tzinfo=UTC)
-
-
-def pulse(**kw) -> Pulse:  # type: ignore[no-untyped-def]
-    fields = dict(
-        pulse_id=1,
-        scheduled_at=NOW,
-        occurrence_at=NOW,
-        prompt="p",
-        priority=Priority.NORMAL,
-        status=Status.PROCESSING,
-        source="api",
-        tags=[],
-        session_id=None,
-        sticky_notes=[],
-        retry_count=0,
-        max_retries=3,
-        cron=None,
-        timezone=None,
-        idempotency_key=None,
-        created_at=NOW,
-        updated_at=NOW,
-        last_error=None,
-    )
-    fields.update(kw)
-    return Pulse(**fields)
 
 
 @pytest.mark.parametrize(
@@ -54,43 +29,6 @@ def pulse(**kw) -> Pulse:  # type: ignore[no-untyped-def]
 )
 def test_retry_delay_doubles_from_the_base_up_to_the_cap(retries: int, seconds: float) -> None:
     assert retry_delay(retries, base=60, cap=3600) == seconds
-
-
-def test_success_completes_a_one_off_pulse() -> None:
-    state = after_success(pulse(retry_count=2), NOW)
-    assert (state.status, state.scheduled_at, state.retry_count) == (Status.COMPLETED, None, 2)
-
-
-def test_success_rearms_a_recurring_pulse_in_its_zone() -> None:
-    # 09:30 on weekdays in Berlin; NOW is Wednesday 13:00 Berlin, so next is Thursday.
-    state = after_success(pulse(cron="30 9 * * 1-5", timezone="Europe/Berlin", retry_count=2), NOW)
-    assert state.status is Status.PENDING
-    assert state.scheduled_at == datetime(2026, 11, 26, 8, 30, tzinfo=UTC)
-    assert state.retry_count == 0
-
-
-def test_failure_retries_after_the_delay_until_max_retries() -> None:
-    state = after_failure(pulse(retry_count=1, max_retries=3), NOW, delay=120)
-    assert (state.status, state.scheduled_at, state.retry_count) == (
-        Status.PENDING,
-        NOW + timedelta(seconds=120),
-        2,
-    )
-    exhausted = after_failure(pulse(retry_count=3, max_retries=3), NOW, delay=120)
-    assert (exhausted.status, exhausted.scheduled_at) == (Status.FAILED, None)
-    never = after_failure(pulse(retry_count=0, max_retries=0), NOW, delay=60)
-    assert never.status is Status.FAILED
-
-
-def test_exhausted_recurring_pulse_waits_for_its_next_occurrence() -> None:
-    state = after_failure(
-        pulse(retry_count=3, max_retries=3, cron="0 * * * *", timezone="UTC"), NOW, delay=60
-    )
-    assert (state.status, state.scheduled_at, state.retry_count) == (
-        Status.PENDING,
-        datetime(2026, 11, 25, 13, 0, tzinfo=UTC),
-        0,
-    )
 
 
 @dataclass

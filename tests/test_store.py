@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -346,9 +347,7 @@ async def test_orphans_are_cleared_once_checked(store: Store) -> None:
     [second] = await store.claim_due(NOW, 1)
     assert len(second.orphans) == 1
     await store.clear_orphans([o.attempt_id for o in second.orphans])
-    await store.finish(
-        second.attempt_id, Outcome(**{**ok().__dict__, "then": After(Status.PENDING, NOW, 1)})
-    )
+    await store.finish(second.attempt_id, replace(ok(), then=After(Status.PENDING, NOW, 1)))
     [third] = await store.claim_due(NOW, 1)
     assert third.orphans == ()
 

@@ -24,13 +24,14 @@ import subprocess
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import IO, NoReturn
+from typing import IO, Any, NoReturn
 
 import pytest
 
+from tests.conftest import wait_for
 from tests.systemd import rootfs
 
 HERE = Path(__file__).resolve().parent
@@ -291,6 +292,11 @@ def _boot_mode_args() -> list[str]:
     if mode == "ephemeral":
         return ["--ephemeral"]
     raise pytest.UsageError(f"{BOOT_MODE_ENV} must be 'overlay' or 'ephemeral', not {mode!r}")
+
+
+def poll(check: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:
+    """`wait_for` at a pace suited to checks that run commands in the container."""
+    return wait_for(check, timeout, what, interval=0.2)
 
 
 def boot(root: Path, log: Path, name: str = "") -> _Boot:

@@ -22,6 +22,7 @@ from tests.systemd.conftest import (
     PROJECT_ROOT,
     Container,
     boot,
+    poll,
     wait_until_up,
 )
 
@@ -29,17 +30,6 @@ pytestmark = pytest.mark.systemd
 
 OLD, NEW = "0.1.0", "0.1.0+upgrade1"
 AS_ALICE = "runuser -u alice -- reeve-lite"
-
-
-def poll(check: Any, timeout: float = 30, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.3)
 
 
 @pytest.fixture(scope="module")

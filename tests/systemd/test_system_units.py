@@ -4,13 +4,11 @@ units of the `reeve` user's manager, journald, reload, watchdog and idle exit.""
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from tests.systemd.conftest import Container
+from tests.systemd.conftest import Container, poll
 
 pytestmark = pytest.mark.systemd
 
@@ -32,17 +30,6 @@ systemctl daemon-reload
 systemctl enable --now reeve-lite.socket
 """
 USER_SYSTEMCTL = "runuser -u reeve -- env XDG_RUNTIME_DIR=/run/user/$(id -u reeve) systemctl --user"
-
-
-def poll(check: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
