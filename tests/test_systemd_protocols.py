@@ -145,7 +145,22 @@ def activated(
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
     log.close()
     wait_for(daemon.socket.exists, 10, "systemd-socket-activate to listen")
+    if tcp:
+        # The listeners are bound one after the other: the Unix socket existing
+        # does not mean the TCP port is listening yet.
+        wait_for(lambda: listening(daemon.port), 10, "the TCP listener")
     return proc
+
+
+def listening(port: int) -> bool:
+    """Whether something listens on 127.0.0.1:port, read from /proc (a probe
+    connection would itself trigger the activation)."""
+    wanted = f"0100007F:{port:04X}"
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == wanted and fields[3] == "0A":
+            return True
+    return False
 
 
 @pytest.fixture
