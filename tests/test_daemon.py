@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
+import re
 import signal
 import socket as socketlib
 import sqlite3
@@ -15,6 +18,7 @@ import pytest
 
 from reeve_lite.client import ApiFailure
 from tests.conftest import TOKEN, Daemon, clean_env, wait_for
+from tests.report import record
 
 
 def at(seconds: float) -> str:
@@ -206,6 +210,41 @@ def test_tcp_needs_the_token_except_for_health(daemon: Daemon) -> None:
     assert os.stat(daemon.socket).st_mode & 0o777 == 0o600
 
 
+def test_every_operation_but_health_and_the_document_needs_the_token(daemon: Daemon) -> None:
+    document = daemon.tcp_client(token=None).request("GET", "/api/openapi.json")
+    checked = []
+    for path, methods in document["paths"].items():
+        for method, operation in methods.items():
+            url = re.sub(r"\{[^}]+\}", "1", path)
+            for token in (None, "wrong-" + TOKEN, TOKEN[:-1]):
+                conn = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=10)
+                headers = {"Authorization": f"Bearer {token}"} if token else {}
+                conn.request(method.upper(), url, body=b"{}", headers=headers)
+                answer = conn.getresponse()
+                body = answer.read()
+                conn.close()
+                if operation.get("security") == []:
+                    assert answer.status == 200, (method, path)
+                    continue
+                assert answer.status == 401, (method, path, token)
+                assert json.loads(body)["error"]["code"] == "unauthorized"
+                assert TOKEN[:-1].encode() not in body
+            checked.append(f"{method.upper()} {path}")
+    public = [
+        f"{m.upper()} {p}"
+        for p, ms in document["paths"].items()
+        for m, op in ms.items()
+        if op.get("security") == []
+    ]
+    assert sorted(public) == ["GET /api/health", "GET /api/openapi.json"]
+    assert daemon.client().status()["counts"]["pending"] == 0
+    record(
+        "access",
+        "TCP without the right token (none, wrong, one character short)",
+        f"401 on all {len(checked) - len(public)} operations but health and the API document",
+    )
+
+
 def test_undecodable_token_bytes_are_a_401(daemon: Daemon) -> None:
     with socketlib.create_connection(("127.0.0.1", daemon.port), timeout=10) as conn:
         conn.sendall(
@@ -227,11 +266,19 @@ def test_socket_can_require_the_token(make_daemon) -> None:  # type: ignore[no-u
     assert daemon.client(token=TOKEN).status()["version"]
 
 
-def test_listen_without_token_refuses_to_start(tmp_path: Path) -> None:
+def test_the_socket_gets_the_configured_mode(make_daemon) -> None:  # type: ignore[no-untyped-def]
+    daemon = make_daemon(REEVE_LITE_SOCKET_MODE="0660")
+    assert os.stat(daemon.socket).st_mode & 0o777 == 0o660
+    assert daemon.client().status()["version"]
+    record("access", "Unix socket file mode", "as configured (0600 by default, 0660 tested)")
+
+
+@pytest.mark.parametrize("address", ["0.0.0.0:8765", "[::]:8765", "127.0.0.1:8765"])
+def test_listen_without_token_refuses_to_start(tmp_path: Path, address: str) -> None:
     env = clean_env() | {
         "REEVE_LITE_DB": str(tmp_path / "db"),
         "REEVE_LITE_SOCKET": str(tmp_path / "s"),
-        "REEVE_LITE_LISTEN": "127.0.0.1:1",
+        "REEVE_LITE_LISTEN": address,
     }
     done = subprocess.run(
         [sys.executable, "-m", "reeve_lite.cli", "serve"],
@@ -242,6 +289,9 @@ def test_listen_without_token_refuses_to_start(tmp_path: Path) -> None:
     )
     assert done.returncode == 1
     assert "REEVE_LITE_LISTEN needs an API token" in done.stderr
+    assert not (tmp_path / "db").exists()
+    if address.startswith("0.0.0.0"):
+        record("access", "TCP listen without a token", "refused at start, exit 1 (any address)")
 
 
 def test_status_reports_counts_next_due_and_running(daemon: Daemon) -> None:

@@ -4,10 +4,12 @@ units of the `reeve` user's manager, journald, reload, watchdog and idle exit.""
 from __future__ import annotations
 
 import json
+import secrets
 from typing import Any
 
 import pytest
 
+from tests.report import record
 from tests.systemd.conftest import Container, poll
 
 pytestmark = pytest.mark.systemd
@@ -198,3 +200,53 @@ def test_idle_exit_then_the_socket_starts_it_again(system: Container) -> None:
     assert show(system, "reeve-lite.socket", "ActiveState") == "active"
     assert client(system, "status")["counts"]["cancelled"] >= 1  # activated again
     assert show(system, "reeve-lite.service", "ActiveState") == "active"
+
+
+def test_the_api_token_is_a_credential_and_never_shows(system: Container) -> None:
+    token = "tok-" + secrets.token_hex(16)
+    wrong = "bad-" + secrets.token_hex(16)
+    system.run(
+        "install -d -m 0700 /etc/credstore"
+        " && install -m 0600 /dev/stdin /etc/credstore/reeve-lite-api-token"
+        " && mkdir -p /etc/systemd/system/reeve-lite.service.d"
+        " && printf '[Service]\\nLoadCredential=api-token:/etc/credstore/reeve-lite-api-token\\n'"
+        " > /etc/systemd/system/reeve-lite.service.d/token.conf"
+        # As the README says: a socket cannot start while its service runs.
+        " && systemctl daemon-reload && systemctl stop reeve-lite.service"
+        " && systemctl enable --now reeve-lite-tcp.socket && systemctl start reeve-lite.service",
+        input=token,
+    )
+    system.run("umask 077 && cat > /root/token", input=token)
+    system.run("umask 077 && cat > /root/wrong", input=wrong)
+    tcp = "reeve-lite status --json --url http://127.0.0.1:8765"
+    assert json.loads(system.run(f"{tcp} --token-file /root/token").stdout)["version"]
+    refused = system.run(f"{tcp} --token-file /root/wrong", check=False)
+    anonymous = system.run(tcp, check=False)
+    for answer in (refused, anonymous):
+        assert answer.returncode == 2
+        assert "missing or wrong bearer token" in answer.stderr
+    # Where a token could leak: the journal (every field), command lines and
+    # environments of every process, the units' properties, the answers.
+    places = {
+        "journal": "journalctl -b --no-pager -o verbose",
+        "cmdline": "for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $f; echo; done",
+        "environ": "cat /proc/[0-9]*/environ | tr '\\0' '\\n'",
+        "systemctl show": "systemctl show reeve-lite.service reeve-lite-tcp.socket",
+    }
+    for name, command in places.items():
+        seen = system.run(command, check=False).stdout
+        assert seen, name
+        assert token not in seen, name
+        assert wrong not in seen, name
+    for answer in (refused, anonymous):
+        assert token not in answer.stdout + answer.stderr
+    record(
+        "access",
+        "API token as a systemd credential",
+        "absent from the journal, every command line and environment, systemctl show, answers",
+    )
+    system.run(
+        "systemctl disable --now reeve-lite-tcp.socket"
+        " && rm -r /etc/systemd/system/reeve-lite.service.d && systemctl daemon-reload"
+        " && systemctl restart reeve-lite.service"
+    )
