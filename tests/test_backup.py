@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from reeve_lite.backup import BackupError, backup
-from tests.conftest import Daemon, clean_env
+from tests.conftest import Daemon, clean_env, wait_for
+from tests.report import record
 from tests.test_cli import cli
 
 
@@ -30,29 +31,39 @@ def test_backup_while_the_daemon_writes(daemon: Daemon, tmp_path: Path) -> None:
 
     thread = threading.Thread(target=writer)
     thread.start()
+    copies: list[tuple[Path, int]] = []  # each copy, and how many writes were acknowledged before
     try:
-        copies = [
-            backup(
+        wait_for(lambda: len(written) >= 5, 10, "writes to begin")
+        for i in range(3):
+            acknowledged = len(written)
+            made = backup(
                 daemon.db,
                 tmp_path / "b",
                 keep=10,
                 now=datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=i),
             )
-            for i in range(3)
-        ]
+            copies.append((made, acknowledged))
     finally:
         stop.set()
         thread.join()
-    assert written  # writes really went on during the copies
-    for copy in copies:
+    for copy, acknowledged in copies:
         db = sqlite3.connect(copy)
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
-        count = db.execute("SELECT COUNT(*) FROM pulses").fetchone()[0]
-        assert 20 <= count <= 20 + len(written)
+        ids = [row[0] for row in db.execute("SELECT id FROM pulses ORDER BY id")]
         db.close()
+        # One instant of the database: every write acknowledged before the copy
+        # began, and no gap (a later write without an earlier one).
+        assert set(written[:acknowledged]) <= set(ids)
+        assert ids == list(range(1, len(ids) + 1))
         assert copy.stat().st_mode & 0o777 == 0o600
+    assert len(written) > copies[-1][1]  # writes really went on during the copies
     assert not list((tmp_path / "b").glob("*.partial"))
+    record(
+        "backup",
+        "online backup while 1 client writes",
+        f"{len(copies)} copies, integrity ok, each one instant (all acknowledged writes, no gap)",
+    )
 
 
 def test_only_the_newest_are_kept(tmp_path: Path) -> None:
@@ -118,6 +129,7 @@ def test_restore_brings_a_backup_back_and_refuses_while_the_daemon_runs(
     ids = [p["pulse_id"] for p in daemon.client().list(status=None)["pulses"]]
     assert kept_pulse["pulse_id"] in ids
     assert lost["pulse_id"] not in ids
+    record("backup", "restore FILE with the daemon stopped", "refused while running; brought back")
 
 
 def test_restore_refuses_what_is_not_a_backup(tmp_path: Path) -> None:
