@@ -1,8 +1,10 @@
 """A fake `hapi` that speaks Claude Code's stream-json, for tests and benchmarks.
 
 It records every call (its first instant, argv, cwd and the variables the
-daemon sets) as a JSON line in `$FAKE_HAPI_DIR/calls.jsonl`, then behaves as
-directives in the prompt say:
+daemon sets) as a JSON line in `$FAKE_HAPI_DIR/calls.jsonl`, and how each call
+ended (unless it was killed) in `$FAKE_HAPI_DIR/ends.jsonl`: `success` is true
+only for a run that wrote its success result in full. It behaves as directives
+in the prompt say:
 
   [sleep S]        sleep S seconds before answering
   [sleep-first S]  sleep S seconds, but only on the first call for this pulse
@@ -71,7 +73,10 @@ def main() -> int:
     state.mkdir(parents=True, exist_ok=True)
     count_file = state / f"count-{pulse}"
     count = int(count_file.read_text()) + 1 if count_file.exists() else 1
-    count_file.write_text(str(count))
+    # Atomically: a run killed mid-write must not leave the next one an empty count.
+    partial = count_file.with_name(f"{count_file.name}.{os.getpid()}")
+    partial.write_text(str(count))
+    os.replace(partial, count_file)
     record = {
         "t0": T0,
         "pid": os.getpid(),
@@ -172,8 +177,33 @@ def main() -> int:
             "duration_ms": 7,
         }
     )
+    global SUCCEEDED
+    SUCCEEDED = True
     return 0
 
 
+SUCCEEDED = False
+
+
+def record_end(code: int | None) -> None:
+    """Append how this call ended, so that a test can count completed runs exactly."""
+    state = Path(os.environ.get("FAKE_HAPI_DIR", "."))
+    end = {
+        "t1": time.time(),
+        "pid": os.getpid(),
+        "pulse_id": os.environ.get("REEVE_PULSE_ID", "none"),
+        "attempt_id": os.environ.get("REEVE_ATTEMPT_ID"),
+        "exit": code,
+        "success": SUCCEEDED,
+    }
+    with open(state / "ends.jsonl", "a") as log:
+        log.write(json.dumps(end) + "\n")
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    code: int | None = None
+    try:
+        code = main()
+    finally:
+        record_end(code)
+    sys.exit(code)
