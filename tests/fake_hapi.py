@@ -13,7 +13,8 @@ in the prompt say:
   [is_error]       exit 0 with an error result (error_during_execution)
   [crash]          SIGKILL itself after the init event
   [spam MB]        print MB megabytes of non-JSON noise first
-  [grandchild]     leave a sleeping grandchild in the process group
+  [grandchild]     leave a sleeping grandchild in the process group (its pid in
+                   `$FAKE_HAPI_DIR/grandchild-PULSE`)
   [banner]         print a non-JSON banner line first
   [nested]         print a JSON line nested 5000 levels deep first
   [memory MB]      hold MB megabytes of memory for a second
@@ -120,12 +121,12 @@ def main() -> int:
         sys.stdout.flush()
     emit({"type": "system", "subtype": "init", "session_id": session, "tools": ["Bash"]})
     if directive("grandchild") is not None:
-        subprocess.Popen(
+        grandchild = subprocess.Popen(
             [sys.executable, "-c", "import time; time.sleep(300)"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        (state / f"grandchild-{pulse}").write_text("spawned")
+        (state / f"grandchild-{pulse}").write_text(str(grandchild.pid))
     if (mb := directive("memory")) is not None:
         hog = bytearray(int(float(mb) * 1024 * 1024))
         for i in range(0, len(hog), 4096):
