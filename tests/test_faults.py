@@ -95,6 +95,7 @@ def _pings(notify: NotifySocket) -> list[float]:
     return [t for t, m in list(notify.received) if "WATCHDOG=1" in m]
 
 
+@pytest.mark.slow  # every write waits out the lock (5 s)
 def test_write_locked_database_is_a_503_and_the_watchdog_keeps_pinging(
     make_daemon: Callable[..., Daemon], tmp_path: Path
 ) -> None:
