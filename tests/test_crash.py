@@ -93,7 +93,7 @@ def _client_loop(daemon: Daemon, number: int, seed: int, load: Load, stop: threa
         time.sleep(rng.uniform(0.3, 1.5))
 
 
-def _jsonl(path: Any) -> list[dict[str, Any]]:
+def _jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -156,18 +156,16 @@ def test_kill_9_under_load_loses_nothing_and_doubles_nothing(
     assert {r["status"] for r in pulses.values()} == {"completed"}
     assert [a["id"] for a in attempts if a["finished_at"] is None] == []
 
-    # Completed runs, counted twice: by the daemon (attempts recorded as a success)
-    # and by the agent (calls that wrote their success result), matched on the
-    # attempt id, so a run counts as completed only when both say so.
-    recorded = {a["id"]: a["pulse_id"] for a in attempts if not a["is_error"]}
+    # A run completed when the agent wrote its success result and exited 0 (its own
+    # log says so) and the daemon recorded that attempt as a success.
     agent_ends = _jsonl(daemon.agent.directory / "ends.jsonl")
-    agent_succeeded = {int(e["attempt_id"]) for e in agent_ends if e["success"]}
+    agent_succeeded = {int(e["attempt_id"]) for e in agent_ends if e["success"] and e["exit"] == 0}
+    recorded = {a["id"]: a["pulse_id"] for a in attempts if not a["is_error"]}
     assert set(recorded) <= agent_succeeded, "a success was recorded for a run that did not end so"
-    by_daemon = Counter(recorded.values())
-    by_agent = Counter(recorded[a] for a in agent_succeeded if a in recorded)
-    doubled = sorted(p for p in pulses if by_daemon[p] > 1 or by_agent[p] > 1)
+    completed = Counter(recorded[a] for a in agent_succeeded if a in recorded)
+    doubled = sorted(p for p in pulses if completed[p] > 1)
     assert doubled == []
-    assert all(by_daemon[p] == 1 for p in pulses)
+    assert all(completed[p] == 1 for p in pulses)
     # Runs the agent finished whose end the daemon never recorded (killed in between):
     # run again, at least once, as promised.
     rerun = len(agent_succeeded - set(recorded))

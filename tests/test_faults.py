@@ -118,10 +118,12 @@ def test_write_locked_database_is_a_503_and_the_watchdog_keeps_pinging(
                 lambda: any(t > locked_until for t in _pings(notify)),
                 what="a watchdog ping after the lock",
             )
+            assert len(answers) == 4
             assert all(isinstance(a, ApiFailure) for a in answers), answers
             assert {(a.status, a.code) for a in answers if isinstance(a, ApiFailure)} == {
                 (503, "database_busy")
             }
+            assert "the database is busy; try again shortly" in str(answers[0])
             pings = _pings(notify)
             gaps = [b - a for a, b in itertools.pairwise(pings)]
             during = [t for t in pings if locked_from < t < locked_until]
