@@ -305,3 +305,39 @@ def test_state_directory_that_cannot_be_created_is_a_clear_error(
         f"state directory cannot be created ({where.replace('-', ' ')})",
         f"exit 1, one line naming the path ({reason})",
     )
+
+
+@needs_root
+def test_full_disk_at_start_is_a_clear_error_and_recovery_waits_for_space(
+    make_daemon: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    """Restarted after a crash on a full disk, the daemon cannot record the recovery:
+    it says so in one line and exits; once there is space it recovers everything."""
+    with mounted_tmpfs(tmp_path / "small", "size=4m") as small:
+        daemon = make_daemon(REEVE_LITE_DB=str(small / "reeve.db"))
+        try:
+            pulse = daemon.running_pulse("cut by the crash [sleep-first 60]")
+            daemon.kill()
+            filler = _fill(small)
+            done = _serve(tmp_path, small / "reeve.db")
+            print(done.stderr)
+            assert done.returncode == 1
+            assert done.stderr.count("\n") == 1, done.stderr
+            assert (
+                f"cannot write to the database {small / 'reeve.db'}: database or disk is full"
+                in (done.stderr)
+            )
+            filler.unlink()
+            daemon.start()
+            recovered = daemon.wait_pulse(pulse["pulse_id"], "completed")
+        finally:
+            daemon.stop()
+    first, second = recovered["attempts"]
+    assert first["error"].startswith("interrupted: the daemon stopped while this attempt ran")
+    assert second["is_error"] is False
+    record(
+        "faults",
+        "disk full when the daemon restarts after a crash",
+        "exit 1, one line (cannot write to the database …: database or disk is full); "
+        "after freeing space the cut attempt is recovered and its pulse completes",
+    )
