@@ -54,22 +54,28 @@ def write_locked(db: Path) -> Iterator[None]:
         assert holder.wait(timeout=10) == 0
 
 
-def _create_all(daemon: Daemon, count: int) -> list[ApiFailure | dict[str, object]]:
-    """`count` creates sent at once, one thread each; the answers or errors."""
+def _create_all(
+    daemon: Daemon, count: int
+) -> tuple[list[ApiFailure | dict[str, object]], list[float]]:
+    """`count` creates sent at once, one thread each; the answers or errors, and
+    how long each took to come."""
     answers: list[ApiFailure | dict[str, object]] = []
+    waits: list[float] = []
 
     def one(n: int) -> None:
+        sent = time.monotonic()
         try:
             answers.append(daemon.client(timeout=120).create(prompt=f"while locked {n}"))
         except ApiFailure as exc:
             answers.append(exc)
+        waits.append(time.monotonic() - sent)
 
     threads = [threading.Thread(target=one, args=(n,)) for n in range(count)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    return answers
+    return answers, waits
 
 
 @contextmanager
@@ -109,7 +115,7 @@ def test_write_locked_database_is_a_503_and_the_watchdog_keeps_pinging(
             before = daemon.client().create(prompt="before the lock", scheduled_at="in 1 hour")
             with write_locked(daemon.db):
                 locked_from = time.monotonic()
-                answers = _create_all(daemon, 4)
+                answers, waits = _create_all(daemon, 4)
                 # Reads answer while writes wait for the lock.
                 assert daemon.client().status()["counts"]["pending"] == 1
                 assert daemon.client().get(before["pulse_id"])["prompt"] == "before the lock"
@@ -128,7 +134,8 @@ def test_write_locked_database_is_a_503_and_the_watchdog_keeps_pinging(
             gaps = [b - a for a, b in itertools.pairwise(pings)]
             during = [t for t in pings if locked_from < t < locked_until]
             print(
-                f"locked {locked_until - locked_from:.1f} s, {len(during)} watchdog pings "
+                f"locked {locked_until - locked_from:.1f} s, creates answered after "
+                f"{min(waits):.1f}-{max(waits):.1f} s, {len(during)} watchdog pings "
                 f"meanwhile; gaps {[round(g, 2) for g in gaps]}"
             )
             assert during
@@ -142,8 +149,9 @@ def test_write_locked_database_is_a_503_and_the_watchdog_keeps_pinging(
     record(
         "faults",
         "database write-locked by another process",
-        f"4 concurrent creates 503 database_busy, reads answered; {len(during)} watchdog "
-        f"pings in {locked_until - locked_from:.1f} s locked (longest gap {max(gaps):.1f} s "
+        f"4 concurrent creates 503 database_busy after {min(waits):.1f}-{max(waits):.1f} s "
+        f"each, reads answered; watchdog pinged {len(during)}x in "
+        f"{locked_until - locked_from:.1f} s locked (longest gap {max(gaps):.1f} s "
         f"< {watchdog_usec / 1e6:g} s); creates and runs resume after release",
     )
 
