@@ -238,4 +238,8 @@ def test_an_agent_whose_pid_was_never_recorded_is_found_and_stopped(
     assert second["is_error"] is False
     ends = _jsonl(daemon.agent.directory / "ends.jsonl")
     assert [e["attempt_id"] for e in ends if e["success"]] == [str(second["attempt_id"])]
-    record("crash", "agent spawned, pid not yet recorded", "found by its attempt id and stopped")
+    record(
+        "crash",
+        "kill -9 after the agent spawned, before its pid was recorded",
+        "the agent was found by its attempt id and stopped before the retry; completed once",
+    )
