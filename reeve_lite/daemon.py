@@ -156,10 +156,13 @@ class Daemon:
     async def _serve(self, store: Store, executor: Executor) -> int:
         s = self.settings
         scheduler = Scheduler(store, executor, s)
-        recovered = await scheduler.recover()
+        try:
+            recovered = await scheduler.recover()
+            missed = await scheduler.review_missed()
+        except sqlite3.Error as exc:  # e.g. a full disk: nothing can be recorded yet
+            raise StartupError(f"cannot write to the database {s.db}: {exc}") from None
         if recovered:
             log.warning("recovered %d attempt(s) interrupted by the last stop", recovered)
-        missed = await scheduler.review_missed()
         if missed:
             log.warning(
                 "start-up: %s missed occurrence(s) of overdue pulses: %s",

@@ -275,6 +275,29 @@ def process_runs_attempt(pid: int, attempt_id: int) -> bool:
     return f"REEVE_ATTEMPT_ID={attempt_id}".encode() in environ.split(b"\0")
 
 
+def processes_of_attempt(attempt_id: int) -> list[int]:
+    """The processes started for `attempt_id` (the agent and its children), found by
+    their environment: for an agent whose pid was never recorded (the daemon died
+    between spawning it and writing its pid down)."""
+    return [
+        int(entry.name)
+        for entry in Path("/proc").iterdir()
+        if entry.name.isdigit() and process_runs_attempt(int(entry.name), attempt_id)
+    ]
+
+
+def kill_attempt_processes(attempt_id: int) -> bool:
+    """Kill the process group of every process started for `attempt_id`; False
+    when none is left."""
+    killed = False
+    for pid in processes_of_attempt(attempt_id):
+        try:
+            killed = kill_tree(os.getpgid(pid)) or killed
+        except ProcessLookupError:
+            continue
+    return killed
+
+
 def watch_children_with_pidfd() -> None:
     """Watch agent processes with a pidfd in the event loop (Python 3.11 starts
     a thread per child by default; 3.12 does this already). Call before the loop runs."""
@@ -334,7 +357,9 @@ class Executor:
             and await self._systemctl("is-active", "--quiet", unit) == 0
         ):
             return True
-        return bool(pid and process_runs_attempt(pid, attempt_id))
+        if pid is None:
+            return bool(processes_of_attempt(attempt_id))
+        return process_runs_attempt(pid, attempt_id)
 
     async def stop_orphan(
         self, *, pulse_id: int, number: int, attempt_id: int, pid: int | None
@@ -348,7 +373,9 @@ class Executor:
         ):
             await self._systemctl("stop", unit)
             return True
-        if pid and process_runs_attempt(pid, attempt_id):
+        if pid is None:
+            return kill_attempt_processes(attempt_id)
+        if process_runs_attempt(pid, attempt_id):
             kill_tree(pid)
             return True
         return False

@@ -138,18 +138,19 @@ class Scheduler:
         recovered = 0
         for running in await self.store.running():
             attempt = running.attempt
-            note = ""
-            if await self.executor.stop_orphan(
+            # Without a pid, the agent may still have been spawned just before the
+            # stop: it is looked for by its attempt id.
+            stopped = await self.executor.stop_orphan(
                 pulse_id=running.pulse.pulse_id,
                 number=attempt.number,
                 attempt_id=attempt.attempt_id,
                 pid=attempt.pid,
-            ):
-                note = "; its orphaned agent was stopped"
+            )
             state = after_failure(running.pulse, now, delay=0, policy=self.policy)
-            if attempt.pid is None:
+            if attempt.pid is None and not stopped:
                 error = "interrupted: the daemon stopped before the agent started"
             else:
+                note = "; its orphaned agent was stopped" if stopped else ""
                 error = f"interrupted: the daemon stopped while this attempt ran{note}"
             await self.store.finish(
                 attempt.attempt_id,
@@ -159,7 +160,7 @@ class Scheduler:
                     duration_ms=int((now - attempt.started_at).total_seconds() * 1000),
                     is_error=True,
                     error=error,
-                    orphan=attempt.pid is not None,
+                    orphan=attempt.pid is not None or stopped,
                     then=state,
                 ),
             )

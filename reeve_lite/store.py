@@ -17,6 +17,7 @@ import fcntl
 import json
 import os
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -143,7 +144,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
-BUSY_TIMEOUT_MS = 5000
+# How long a statement waits inside SQLite for a lock another process holds;
+# short, because the connection is shared by every request while it waits.
+BUSY_TIMEOUT_MS = 100
+# How long a write waits for the database's write lock before it is refused.
+WRITE_WAIT_S = 5.0
 # The concurrency key of pulses without one: they share the Desk.
 DEFAULT_KEY = "desk"
 MAX_ATTEMPTS_SHOWN = 50
@@ -406,16 +411,42 @@ class Store:
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        async with self._lock:
-            await self._db.execute("BEGIN IMMEDIATE")
+        await self._begin()
+        try:
+            yield self._db
+            await self._db.execute("COMMIT")
+        except BaseException:
+            # SQLite may have rolled back already (a failed COMMIT); make sure.
+            with contextlib.suppress(sqlite3.Error):
+                await self._db.execute("ROLLBACK")
+            raise
+        finally:
+            self._lock.release()
+
+    async def _begin(self) -> None:
+        """Take the connection and the database's write lock (`BEGIN IMMEDIATE`).
+
+        While another process holds the write lock, wait up to `WRITE_WAIT_S`,
+        trying again every `BUSY_TIMEOUT_MS` and leaving the connection to other
+        requests in between: reads (and the watchdog's check) still answer, and
+        each waiting write ends with "database is locked" after its own wait,
+        not after everyone's before it.
+        """
+        deadline = time.monotonic() + WRITE_WAIT_S
+        while True:
+            await self._lock.acquire()
             try:
-                yield self._db
-                await self._db.execute("COMMIT")
+                await self._db.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                self._lock.release()
+                busy = exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY  # or an extended BUSY_*
+                if not busy or time.monotonic() >= deadline:
+                    raise
             except BaseException:
-                # SQLite may have rolled back already (a failed COMMIT); make sure.
-                with contextlib.suppress(sqlite3.Error):
-                    await self._db.execute("ROLLBACK")
+                self._lock.release()
                 raise
+            await asyncio.sleep(0.01)
 
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[aiosqlite.Connection]:

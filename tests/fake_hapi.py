@@ -1,8 +1,10 @@
 """A fake `hapi` that speaks Claude Code's stream-json, for tests and benchmarks.
 
 It records every call (its first instant, argv, cwd and the variables the
-daemon sets) as a JSON line in `$FAKE_HAPI_DIR/calls.jsonl`, then behaves as
-directives in the prompt say:
+daemon sets) as a JSON line in `$FAKE_HAPI_DIR/calls.jsonl`, and how each call
+ended (unless it was killed) in `$FAKE_HAPI_DIR/ends.jsonl`: `success` is true
+only for a run that wrote its success result in full. It behaves as directives
+in the prompt say:
 
   [sleep S]        sleep S seconds before answering
   [sleep-first S]  sleep S seconds, but only on the first call for this pulse
@@ -11,7 +13,8 @@ directives in the prompt say:
   [is_error]       exit 0 with an error result (error_during_execution)
   [crash]          SIGKILL itself after the init event
   [spam MB]        print MB megabytes of non-JSON noise first
-  [grandchild]     leave a sleeping grandchild in the process group
+  [grandchild]     leave a sleeping grandchild in the process group (its pid in
+                   `$FAKE_HAPI_DIR/grandchild-PULSE`)
   [banner]         print a non-JSON banner line first
   [nested]         print a JSON line nested 5000 levels deep first
   [memory MB]      hold MB megabytes of memory for a second
@@ -71,7 +74,10 @@ def main() -> int:
     state.mkdir(parents=True, exist_ok=True)
     count_file = state / f"count-{pulse}"
     count = int(count_file.read_text()) + 1 if count_file.exists() else 1
-    count_file.write_text(str(count))
+    # Atomically: a run killed mid-write must not leave the next one an empty count.
+    partial = count_file.with_name(f"{count_file.name}.{os.getpid()}")
+    partial.write_text(str(count))
+    os.replace(partial, count_file)
     record = {
         "t0": T0,
         "pid": os.getpid(),
@@ -115,12 +121,12 @@ def main() -> int:
         sys.stdout.flush()
     emit({"type": "system", "subtype": "init", "session_id": session, "tools": ["Bash"]})
     if directive("grandchild") is not None:
-        subprocess.Popen(
+        grandchild = subprocess.Popen(
             [sys.executable, "-c", "import time; time.sleep(300)"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        (state / f"grandchild-{pulse}").write_text("spawned")
+        (state / f"grandchild-{pulse}").write_text(str(grandchild.pid))
     if (mb := directive("memory")) is not None:
         hog = bytearray(int(float(mb) * 1024 * 1024))
         for i in range(0, len(hog), 4096):
@@ -172,8 +178,33 @@ def main() -> int:
             "duration_ms": 7,
         }
     )
+    global SUCCEEDED
+    SUCCEEDED = True
     return 0
 
 
+SUCCEEDED = False
+
+
+def record_end(code: int | None) -> None:
+    """Append how this call ended, so that a test can count completed runs exactly."""
+    state = Path(os.environ.get("FAKE_HAPI_DIR", "."))
+    end = {
+        "t1": time.time(),
+        "pid": os.getpid(),
+        "pulse_id": os.environ.get("REEVE_PULSE_ID", "none"),
+        "attempt_id": os.environ.get("REEVE_ATTEMPT_ID"),
+        "exit": code,
+        "success": SUCCEEDED,
+    }
+    with open(state / "ends.jsonl", "a") as log:
+        log.write(json.dumps(end) + "\n")
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    code: int | None = None
+    try:
+        code = main()
+    finally:
+        record_end(code)
+    sys.exit(code)

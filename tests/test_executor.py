@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -412,3 +414,26 @@ def test_limits_without_a_controller_are_reported(tmp_path: Path, fake_agent: Fa
         "scope_memory_max",
         "scope_tasks_max",
     ]
+
+
+async def test_an_orphan_without_a_recorded_pid_is_found_by_its_attempt(
+    tmp_path: Path, fake_agent: FakeAgent, agent_env: dict[str, str]
+) -> None:
+    # An agent spawned just before the daemon died: its pid was never written down.
+    orphan = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"],
+        env=agent_env | {"REEVE_ATTEMPT_ID": "4711"},
+        start_new_session=True,
+    )
+    try:
+        executor = Executor(settings_for(tmp_path, fake_agent), env=agent_env)
+        ident = {"pulse_id": 7, "number": 1, "pid": None}
+        wait_for(lambda: Path(f"/proc/{orphan.pid}/environ").read_bytes(), 5, "the environment")
+        assert await executor.orphan_running(attempt_id=4711, **ident)  # type: ignore[arg-type]
+        assert not await executor.orphan_running(attempt_id=4712, **ident)  # type: ignore[arg-type]
+        assert await executor.stop_orphan(attempt_id=4711, **ident)  # type: ignore[arg-type]
+        assert orphan.wait(timeout=5) == -9
+        assert not await executor.orphan_running(attempt_id=4711, **ident)  # type: ignore[arg-type]
+    finally:
+        orphan.kill()
+        orphan.wait()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from reeve_lite import store as store_module
 from reeve_lite.models import Priority, Pulse, Status
 from reeve_lite.policy import After, Miss, Review
 from reeve_lite.store import (
@@ -443,3 +445,31 @@ async def test_newer_schema_is_refused(tmp_path: Path) -> None:
     raw.close()
     with pytest.raises(SchemaTooNew, match="upgrade reeve-lite"):
         await Store.open(path)
+
+
+async def test_a_write_waiting_for_the_lock_lets_reads_through(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While another process holds the write lock, a waiting write does not hold
+    the connection: reads answer meanwhile, and the write is refused after its wait."""
+    await store.create(new("before"), now=NOW)
+    holder = sqlite3.connect(store.path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        waiting = asyncio.create_task(store.create(new("while locked"), now=NOW))
+        await asyncio.sleep(0.3)  # the write is now waiting for the lock
+        assert not waiting.done()
+        assert await store.count_pending() == 1
+        assert not waiting.done()  # the read did not wait for the write's turn
+    finally:
+        holder.execute("ROLLBACK")
+    assert (await waiting)[1] is True  # it got the lock once it was free
+    monkeypatch.setattr(store_module, "WRITE_WAIT_S", 0.2)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+            await store.create(new("refused"), now=NOW)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert await store.count_pending() == 2
