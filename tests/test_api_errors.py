@@ -42,6 +42,15 @@ CASES: list[tuple[str, str, str, Any, int, str, str | None]] = [
         "prompt",
     ),
     (
+        "prompt with a lone surrogate",
+        "POST",
+        "/api/pulse/trigger",
+        b'{"prompt": "a\\ud800b"}',
+        422,
+        "invalid_field",
+        "prompt",
+    ),
+    (
         "prompt too large",
         "POST",
         "/api/pulse/trigger",
