@@ -193,9 +193,7 @@ class Notify(_Strict):
     link_url: str | None = Field(default=None, max_length=2000, pattern=r"^https?://\S+$")
     link_text: str = Field(default="Open", min_length=1, max_length=64)
     pulse_id: int | None = Field(
-        default=None,
-        ge=1,
-        description="The running pulse that asks: its session gets a link.",
+        default=None, ge=1, description="The running pulse that asks: its session gets a link."
     )
 
     _pulse_id_integer = field_validator("pulse_id", mode="before")(_json_integer)
