@@ -577,8 +577,9 @@ OPERATIONS: tuple[Operation, ...] = (
             Param(
                 "status",
                 "query",
-                {"type": "string", "enum": [s.value for s in Status]},
-                "Only pulses in this status.",
+                # Empty means every status, as when the parameter is absent.
+                {"type": "string", "enum": [*(s.value for s in Status), ""]},
+                "Only pulses in this status (empty or absent: every status).",
             ),
             _LIMIT,
             Param(
@@ -680,7 +681,8 @@ def openapi_document() -> dict[str, Any]:
                 "description": "The pulse created earlier with the same idempotency key",
                 "content": {"application/json": {"schema": ok_schema}},
             }
-        codes = list(op.errors)
+        # Every operation refuses an unknown query parameter.
+        codes = [*op.errors, 422]
         if op.auth:
             codes.append(401)
         if op.auth:
@@ -790,9 +792,15 @@ async def _errors(
 
 
 def _route(op: Operation, ctx: Context) -> Callable[[web.Request], Awaitable[web.Response]]:
+    known = {p.name for p in op.params if p.where == "query"}
+
     async def handle(request: web.Request) -> web.Response:
         if op.auth and not _authorized(request, ctx.settings):
             raise ApiError(401, "unauthorized", "missing or wrong bearer token")
+        # As with body fields, a misspelt parameter is an error, not silently ignored.
+        for name in request.query:
+            if name not in known:
+                raise ApiError(422, "invalid_field", f"unknown query parameter '{name}'", name)
         return await op.handler(request, ctx)
 
     return handle

@@ -77,6 +77,14 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _json_integer(value: Any) -> Any:
+    """A JSON Schema integer: 3 and 3.0, but not true nor "3" (which lax pydantic
+    would read as 1 and 3)."""
+    if isinstance(value, bool | str):
+        raise ValueError("must be a whole number")
+    return value
+
+
 class PulseCreate(_Strict):
     """Body of `POST /api/pulse/trigger`."""
 
@@ -162,6 +170,8 @@ class PulseCreate(_Strict):
         default=None, min_length=1, max_length=100, description="See pace_min."
     )
 
+    _max_retries_integer = field_validator("max_retries", mode="before")(_json_integer)
+
     @field_validator("prompt", "sticky_notes")
     @classmethod
     def _no_nul(cls, value: Any) -> Any:
@@ -185,6 +195,8 @@ class Notify(_Strict):
     pulse_id: int | None = Field(
         default=None, ge=1, description="The running pulse that asks: its session gets a link."
     )
+
+    _pulse_id_integer = field_validator("pulse_id", mode="before")(_json_integer)
 
 
 class NotifyOut(BaseModel):

@@ -42,6 +42,15 @@ CASES: list[tuple[str, str, str, Any, int, str, str | None]] = [
         "prompt",
     ),
     (
+        "prompt with a lone surrogate",
+        "POST",
+        "/api/pulse/trigger",
+        b'{"prompt": "a\\ud800b"}',
+        422,
+        "invalid_field",
+        "prompt",
+    ),
+    (
         "prompt too large",
         "POST",
         "/api/pulse/trigger",
@@ -320,6 +329,46 @@ CASES: list[tuple[str, str, str, Any, int, str, str | None]] = [
         "too_large",
         "sticky_notes",
     ),
+    # Lax pydantic read JSON true as 1 here (found by the generated cases).
+    (
+        "max_retries true",
+        "POST",
+        "/api/pulse/trigger",
+        {"prompt": "x", "max_retries": True},
+        422,
+        "invalid_field",
+        "max_retries",
+    ),
+    (
+        "max_retries as text",
+        "POST",
+        "/api/pulse/trigger",
+        {"prompt": "x", "max_retries": "3"},
+        422,
+        "invalid_field",
+        "max_retries",
+    ),
+    (
+        "notify pulse_id true",
+        "POST",
+        "/api/notify",
+        {"message": "hi", "pulse_id": True},
+        422,
+        "invalid_field",
+        "pulse_id",
+    ),
+    # Unknown query parameters were ignored: a typo listed every pulse.
+    (
+        "misspelt query parameter",
+        "GET",
+        "/api/pulses?stauts=failed",
+        None,
+        422,
+        "invalid_field",
+        "stauts",
+    ),
+    ("unnamed query parameter", "GET", "/api/pulse/upcoming?=1", None, 422, "invalid_field", ""),
+    ("query parameter on health", "GET", "/api/health?x=1", None, 422, "invalid_field", "x"),
     ("unknown route", "GET", "/api/nothing", None, 404, "not_found", None),
     ("wrong method", "DELETE", "/api/pulse/trigger", None, 405, "http_error", None),
 ]
@@ -391,3 +440,17 @@ def test_error_messages_say_what_to_do(shared_daemon: Daemon) -> None:
         shared_daemon, "POST", "/api/pulse/trigger", {"prompt": "x", "priority": "urgent"}
     )
     assert "critical" in data["error"]["message"]
+
+
+def test_an_empty_status_filter_lists_every_status(shared_daemon: Daemon) -> None:
+    # The README's form `?status=&limit=50&offset=0`; the document allows the empty value.
+    got_status, data = raw_request(
+        shared_daemon, "GET", "/api/pulses?status=&limit=50&offset=0", None
+    )
+    assert got_status == 200, data
+    assert data["total"] == 1
+    doc = shared_daemon.client().request("GET", "/api/openapi.json")
+    [status] = [
+        p for p in doc["paths"]["/api/pulses"]["get"]["parameters"] if p["name"] == "status"
+    ]
+    assert "" in status["schema"]["enum"]

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reeve_lite.timeparse import TimeParseError, format_duration, parse_duration, parse_when
+from tests.report import record
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -557,6 +558,10 @@ def test_iso_only_raises_time_parse_error(moment: datetime, offset: str, sep: st
 @given(st.one_of(st.text(max_size=250), grammar_text))
 @settings(max_examples=300, deadline=None)
 def test_parse_duration_only_raises_time_parse_error(text: str) -> None:
+    check_duration(text)
+
+
+def check_duration(text: str) -> None:
     try:
         seconds = parse_duration(text)
     except TimeParseError as exc:
@@ -565,6 +570,74 @@ def test_parse_duration_only_raises_time_parse_error(text: str) -> None:
         assert 0 <= seconds <= 36525 * 86400
         return
     assert message
+    assert "\n" not in message
+
+
+# Hostile text: control and format characters, odd spaces, digits of other scripts
+# (which \d and str.isdigit() accept but int() may not), numbers far past any range,
+# and text far past the length limit.
+ODD_CHARACTERS = "".join(
+    map(chr, [*range(32), 0x7F, 0x85, 0xA0, 0x200B, 0x2028, 0x2029, 0x3000, 0xFEFF])
+)
+# Arabic-Indic, Devanagari, Gurmukhi, fullwidth, mathematical bold, superscripts,
+# a fraction, a Roman numeral, the ideographic zero.
+OTHER_DIGITS = (
+    "\u0660\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668\u0669"
+    "\u0966\u0967\u0968\u0969\u0a66\u0a67"
+    "\uff10\uff11\uff12\uff13\uff14\uff15\uff16\uff17\uff18\uff19"
+    "\U0001d7ce\U0001d7cf\U0001d7d7\u00b2\u00b3\u00b9\u2070\u00bd\u216b\u3007"
+)
+hostile_text = st.one_of(
+    st.lists(
+        st.one_of(
+            st.text(),
+            st.text(alphabet=ODD_CHARACTERS + OTHER_DIGITS + " :.-+tz", max_size=30),
+            st.integers(min_value=0, max_value=10**400).map(str),
+            st.sampled_from([*GRAMMAR_WORDS, "1e309", "inf", "nan", "-0", "0x10", "1_000"]),
+        ),
+        max_size=8,
+    ).map(" ".join),
+    st.text(min_size=190, max_size=5000),
+)
+extreme_now = st.one_of(
+    any_now,
+    st.sampled_from([datetime.min, datetime.max]).map(lambda d: d.replace(tzinfo=UTC)),
+)
+HOSTILE_EXAMPLES = 500
+
+
+def test_hostile_text_only_raises_time_parse_error() -> None:
+    cases = 0
+
+    @given(hostile_text, extreme_now, st.sampled_from([BERLIN, NEW_YORK, ZoneInfo("UTC")]))
+    @settings(max_examples=HOSTILE_EXAMPLES, deadline=None, derandomize=True, database=None)
+    def check(text: str, now: datetime, tz: ZoneInfo) -> None:
+        nonlocal cases
+        cases += 1
+        check_when(text, now, tz)
+        check_duration(text)
+
+    check()
+    assert cases >= HOSTILE_EXAMPLES
+    record(
+        "hostile input",
+        "time parser: arbitrary text (control characters, other scripts' digits, "
+        "400-digit numbers, 5000 characters), times near year 1 and 9999",
+        f"{cases} texts, each through parse_when and parse_duration: only TimeParseError",
+    )
+
+
+@pytest.mark.parametrize(
+    "digits", ["\u0665", "\u096b", "\uff15", "\U0001d7d3", "\u2075", "\u00bd", "\u2164"]
+)
+def test_digits_of_other_scripts_are_refused(digits: str) -> None:
+    # They are numbers to str.isdigit() or \d; a time is written in ASCII digits.
+    for text in (f"in {digits} minutes", f"{digits}m", f"at {digits}:00", f"{digits}pm"):
+        with pytest.raises(TimeParseError):
+            when(text)
+    for text in (digits, f"{digits}s", f"{digits} hours"):
+        with pytest.raises(TimeParseError):
+            parse_duration(text)
 
 
 def test_iso_times_share_the_100_year_bound() -> None:
