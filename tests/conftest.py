@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from reeve_lite.client import Client, DaemonUnreachable
+from tests.fake_telegram import BOT_TOKEN, FakeTelegram
 
 FAKE_HAPI = Path(__file__).with_name("fake_hapi.py")
 TOKEN = "test-token-5f3a9c"
@@ -207,3 +208,11 @@ def make_daemon(tmp_path: Path, fake_agent: FakeAgent) -> Iterator[Callable[...,
 @pytest.fixture
 def daemon(make_daemon: Callable[..., Daemon]) -> Daemon:
     return make_daemon()
+
+
+@pytest.fixture
+def telegram() -> Iterator[FakeTelegram]:
+    """A fake Telegram Bot API on a local port, answering to BOT_TOKEN."""
+    fake = FakeTelegram(BOT_TOKEN).start()
+    yield fake
+    fake.stop()

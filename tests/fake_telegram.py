@@ -15,6 +15,9 @@ from typing import Any
 
 from aiohttp import web
 
+# The bot token the fake answers to; tests check it never reaches a log.
+BOT_TOKEN = "123456:telegram-secret-token"
+
 
 @dataclass
 class FakeTelegram:

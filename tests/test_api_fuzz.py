@@ -5,7 +5,7 @@ input; no answer may be a 5xx or differ from what the document promises."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,10 +27,9 @@ from schemathesis.specs.openapi.checks import (
 
 from reeve_lite.models import Notify, PulseCreate
 from tests.conftest import TOKEN, Daemon
-from tests.fake_telegram import FakeTelegram
+from tests.fake_telegram import BOT_TOKEN, FakeTelegram
 from tests.report import record
 
-BOT_TOKEN = "123:fuzz"
 # Per operation and generation mode; operations without inputs stop after a few.
 EXAMPLES = 100
 LEAST_CASES = 1000
@@ -42,13 +41,6 @@ CHECKS = [
     response_headers_conformance,
     response_schema_conformance,
 ]
-
-
-@pytest.fixture
-def telegram() -> Iterator[FakeTelegram]:
-    fake = FakeTelegram(BOT_TOKEN).start()
-    yield fake
-    fake.stop()
 
 
 @pytest.fixture

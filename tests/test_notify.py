@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
 from reeve_lite.telegram import MAX_TEXT, split_text
 from tests.conftest import Daemon
-from tests.fake_telegram import FakeTelegram
+from tests.fake_telegram import BOT_TOKEN, FakeTelegram
 from tests.test_mcp import call, mcp_session
-
-TOKEN = "123456:telegram-secret-token"
-
-
-@pytest.fixture
-def telegram() -> Iterator[FakeTelegram]:
-    fake = FakeTelegram(TOKEN).start()
-    yield fake
-    fake.stop()
 
 
 @pytest.fixture
 def notifying(make_daemon: Callable[..., Daemon], telegram: FakeTelegram) -> Daemon:
     return make_daemon(
-        REEVE_LITE_TELEGRAM_TOKEN=TOKEN,
+        REEVE_LITE_TELEGRAM_TOKEN=BOT_TOKEN,
         REEVE_LITE_TELEGRAM_CHAT_IDS="42, -1009",
         REEVE_LITE_TELEGRAM_API_URL=telegram.url,
         REEVE_LITE_SESSION_URL="https://hapi.example/s/{session_id}",
@@ -120,9 +111,9 @@ async def test_telegram_failure_is_reported_without_the_token(
         result = await call(session, "send_notification", message="hello")
     assert result.is_error is True
     assert "Telegram sendMessage failed (502)" in result.content[0].text
-    assert TOKEN not in result.content[0].text
+    assert BOT_TOKEN not in result.content[0].text
     assert "notification not sent" in notifying.log()
-    assert TOKEN not in notifying.log()
+    assert BOT_TOKEN not in notifying.log()
     assert "telegram-secret-token" not in notifying.log()
 
 

@@ -14,9 +14,8 @@ import pytest
 
 from reeve_lite.telegram_listener import EXIT_BAD_TOKEN, UNSUPPORTED
 from tests.conftest import Daemon, clean_env, wait_for
-from tests.fake_telegram import FakeTelegram
+from tests.fake_telegram import BOT_TOKEN, FakeTelegram
 
-TOKEN = "987654:listener-secret-token"
 ALLOWED = 4242
 
 
@@ -36,13 +35,6 @@ class Listener:
 
 
 @pytest.fixture
-def telegram() -> Iterator[FakeTelegram]:
-    fake = FakeTelegram(TOKEN).start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
 def start_listener(
     tmp_path: Path,
     daemon: Daemon,
@@ -50,7 +42,7 @@ def start_listener(
 ) -> Iterator[Callable[..., Listener]]:
     started: list[Listener] = []
 
-    def start(token: str = TOKEN, api_url: str | None = None) -> Listener:
+    def start(token: str = BOT_TOKEN, api_url: str | None = None) -> Listener:
         state = tmp_path / "listener"
         log_path = tmp_path / f"listener-{len(started)}.log"
         env = clean_env() | {
@@ -97,7 +89,7 @@ def test_a_message_becomes_an_immediate_pulse(
     assert telegram.actions()[0] == {"chat_id": ALLOWED, "action": "typing"}
     wait_for(lambda: (listener.state / "telegram-offset").exists(), 10, "the offset")
     assert (listener.state / "telegram-offset").read_text().strip() == str(update + 1)
-    assert TOKEN not in listener.log()
+    assert BOT_TOKEN not in listener.log()
 
 
 def test_other_chats_are_ignored_and_logged_once_without_text(
@@ -213,7 +205,7 @@ def test_502s_back_off_and_the_message_still_arrives(
     assert pulse["prompt"].endswith("> through the outage")
     assert "trying again in 1s" in listener.log()
     assert "trying again in 2s" in listener.log()  # the delay doubles
-    assert TOKEN not in listener.log()
+    assert BOT_TOKEN not in listener.log()
 
 
 def test_unreachable_telegram_is_retried_and_the_token_stays_out_of_logs(
@@ -225,7 +217,7 @@ def test_unreachable_telegram_is_retried_and_the_token_stays_out_of_logs(
     wait_for(lambda: listener.log().count("cannot reach Telegram") >= 2, 20, "two attempts")
     assert listener.proc.poll() is None  # it keeps trying
     listener.stop(signal.SIGKILL)
-    assert TOKEN not in listener.log()
+    assert BOT_TOKEN not in listener.log()
     assert "listener-secret-token" not in listener.log()
 
 
