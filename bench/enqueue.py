@@ -37,8 +37,8 @@ async def raw_rate(db: Path, count: int) -> float:
             await conn.execute("BEGIN IMMEDIATE")
             now = time.time()
             await conn.execute(
-                "INSERT INTO pulses (scheduled_at, prompt, priority, status, source, "
-                "created_at, updated_at, occurrence_at) VALUES (?, ?, 2, 'pending', 'api', ?, ?, ?)",
+                "INSERT INTO pulses (scheduled_at, prompt, priority, status, source, created_at, "
+                "updated_at, occurrence_at) VALUES (?, ?, 2, 'pending', 'api', ?, ?, ?)",
                 (due + n, "bench", now, now, due + n),
             )
             await conn.execute("COMMIT")

@@ -397,7 +397,12 @@ async def trigger(request: web.Request, ctx: Context) -> web.Response:
     )
     pulse, created = await ctx.store.create(new, now=now)
     if created:
-        ctx.scheduler.wake()
+        soonest = (
+            pulse.scheduled_at
+            if pulse.deadline is None
+            else min(pulse.scheduled_at, pulse.deadline)
+        )
+        ctx.scheduler.wake(due=soonest)
         log.info(
             "pulse=%d created by %s, due %s, priority %s",
             pulse.pulse_id,
