@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -412,3 +413,20 @@ def test_limits_without_a_controller_are_reported(tmp_path: Path, fake_agent: Fa
         "scope_memory_max",
         "scope_tasks_max",
     ]
+
+
+async def test_a_delayed_run_never_starts_before_its_instant(
+    tmp_path: Path, fake_agent: FakeAgent, agent_env: dict[str, str]
+) -> None:
+    # The run wakes early and yields until the instant: never a spawn before it.
+    settings = settings_for(tmp_path, fake_agent)
+    for delay in (0.0005, 0.002, 0.0043, 0.02):
+        spawned: list[float] = []
+
+        async def note(_pid: int, epoch: float, into: list[float] = spawned) -> None:
+            into.append(epoch)
+
+        instant = time.time() + delay
+        report = await run(settings, "hello", env=agent_env, on_spawn=note, delay=delay)
+        assert not report.failed
+        assert spawned[0] >= instant
