@@ -84,7 +84,7 @@ def rows(requests: int = 2000) -> list[Row]:
     raw = max(raw, raw_after)  # the better of the two, before and after
     base = f"{raw:.0f}/s raw inserts"
     return [
-        Row("enqueue, 1 client", f"{one:.0f}/s", base, f"{one / raw:.2f}"),
+        Row("enqueue, 1 client", f"{one:.0f}/s", base, f"{one / raw:.3f}"),
         Row(
             "enqueue, 1 client, latency",
             f"p50 {p50(one_lat):.1f} ms, p99 {pct(one_lat, 99):.1f} ms",
@@ -93,7 +93,7 @@ def rows(requests: int = 2000) -> list[Row]:
             "enqueue, 16 clients",
             f"{many:.0f}/s",
             base,
-            f"{many / raw:.2f}",
+            f"{many / raw:.3f}",
             ">= 0.50 x raw",
             met(many >= 0.5 * raw),
         ),

@@ -505,16 +505,16 @@ class Store:
             await db.execute("BEGIN IMMEDIATE")
             try:
                 for new, now, waiter in batch:
+                    # Not released one by one (a round trip each): the COMMIT
+                    # releases them all, and ROLLBACK TO goes back to the latest.
                     await db.execute("SAVEPOINT create_one")
                     try:
                         result = await self._insert(db, new, now)
                     except (sqlite3.Error, ValueError) as exc:
                         # Undo this item only; if even that fails, the batch fails.
                         await db.execute("ROLLBACK TO create_one")
-                        await db.execute("RELEASE create_one")
                         failed.append((waiter, exc))
                     else:
-                        await db.execute("RELEASE create_one")
                         done.append((waiter, result))
                 await db.execute("COMMIT")
             except BaseException:
