@@ -1,11 +1,12 @@
 """Lateness: how long after its due time a pulse's agent starts.
 
-    python -m bench.lateness [--pulses 200] [--spread 10] [--concurrency 4]
+    python -m bench.lateness [--pulses 200] [--spread 10] [--concurrency 4] [--random SEED]
 
 In one run, with the same tiny agent (`bench/agent.py`):
 
 1. reeve-lite: the daemon as a subprocess on a temporary socket; PULSES pulses
-   due at random instants over SPREAD seconds. Dispatch lateness is the
+   due over SPREAD seconds (evenly spaced, or uniformly random with --random),
+   a concurrency key each. Dispatch lateness is the
    instant the daemon spawned the agent (recorded in the attempt) minus the
    due time; end-to-end lateness is the agent's own first instant minus the
    due time.
@@ -13,7 +14,8 @@ In one run, with the same tiny agent (`bench/agent.py`):
    query, run once a second), spawning the same agent: the baseline.
 3. The spawn floor: the same agent started directly, spawn to first instant.
 
-Prints min/p50/p99/max in milliseconds. It never asserts.
+Run alone, it prints min/p50/p99/max in milliseconds; `rows()` gives the
+rows of `python -m bench`. It never asserts.
 """
 
 from __future__ import annotations
