@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sqlite3
 import tempfile
 import time
@@ -62,31 +63,40 @@ def fill(db: Path, history: int) -> None:
         conn.execute("ANALYZE")
 
 
+def calls_of(store: Store, due: datetime) -> dict[str, Callable[[], Awaitable[Any]]]:
+    """The timed calls, by figure."""
+    return {
+        "create": lambda: store.create(
+            NewPulse(prompt="bench", scheduled_at=due), now=datetime.now(UTC)
+        ),
+        "scheduler pass (nothing due)": lambda: store.claim_due(datetime.now(UTC), 8),
+        "next due": store.next_due,
+        "upcoming list (20)": lambda: store.upcoming(20),
+        "status counts": store.counts,
+    }
+
+
 async def measure(small_db: Path, big_db: Path, calls: int) -> dict[str, tuple[float, float]]:
-    """Median ms of each call on (big, small), the two alternating call by call."""
-    stores = (await Store.open(big_db), await Store.open(small_db))
+    """Median ms of each call on (big, small), the two alternating call by call.
+
+    The process is pinned to one CPU meanwhile: each store has its own
+    connection thread, and on this VM a thread woken on the other CPU made one
+    connection about 0.1 ms a call slower than the other whatever its size
+    (whichever was opened first), which would otherwise read as a cost of history.
+    """
+    cpus = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(cpus)})
     due = datetime.now(UTC) + timedelta(days=2)
-
-    def calls_of(store: Store) -> dict[str, Callable[[], Awaitable[Any]]]:
-        return {
-            "create": lambda: store.create(
-                NewPulse(prompt="bench", scheduled_at=due), now=datetime.now(UTC)
-            ),
-            "scheduler pass (nothing due)": lambda: store.claim_due(datetime.now(UTC), 8),
-            "next due": store.next_due,
-            "upcoming list (20)": lambda: store.upcoming(20),
-            "status counts": store.counts,
-        }
-
+    stores = (await Store.open(big_db), await Store.open(small_db))
     try:
         found = {}
-        for figure in calls_of(stores[0]):
+        for figure in calls_of(stores[0], due):
             times: tuple[list[float], list[float]] = ([], [])
             repeat = max(5, calls // 20) if figure == "status counts" else calls
             for n in range(repeat + 5):
                 for side, store in enumerate(stores):
                     start = time.perf_counter()
-                    await calls_of(store)[figure]()
+                    await calls_of(store, due)[figure]()
                     if n >= 5:  # the first few warm the caches
                         times[side].append((time.perf_counter() - start) * 1000)
             found[figure] = (p50(times[0]), p50(times[1]))
@@ -94,6 +104,7 @@ async def measure(small_db: Path, big_db: Path, calls: int) -> dict[str, tuple[f
     finally:
         for store in stores:
             await store.close()
+        os.sched_setaffinity(0, cpus)
 
 
 QUERIES = {
