@@ -16,7 +16,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import ProcSample, Row, clean_env, met, print_rows, proc_sample, running_daemon
+from bench.common import (
+    CLOCK_TICKS,
+    ProcSample,
+    Row,
+    clean_env,
+    met,
+    print_rows,
+    proc_sample,
+    running_daemon,
+)
 
 
 def _per_minute(before: ProcSample, after: ProcSample, seconds: float) -> tuple[float, float]:
@@ -56,7 +65,8 @@ def rows(seconds: float = 60.0) -> list[Row]:
         ),
         Row(
             "idle CPU ms/min" + window,
-            f"{cpu:.1f}",
+            # /proc counts CPU time in clock ticks (10 ms at USER_HZ=100).
+            f"{cpu:.1f}" if cpu else f"0 (< {1000 / CLOCK_TICKS:.0f} ms in {elapsed:.0f} s)",
             f"{poll_cpu:.1f} (1 s poller)",
             f"{cpu / poll_cpu:.3f}" if poll_cpu else "-",
             "<= 20",
