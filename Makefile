@@ -70,7 +70,7 @@ install-user: $(STAMP)
 	@echo "  systemctl --user enable --now reeve-lite-backup.timer"
 	@echo "  loginctl enable-linger $$(id -un)    # run pulses while logged out and after a reboot"
 
-# Every benchmark figure in one table, beside its baseline (about 3 minutes);
+# Every benchmark figure in one table, beside its baseline (about 2 minutes);
 # `make bench BENCH=--quick` is a smoke run of a few tens of seconds.
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH)
