@@ -70,9 +70,10 @@ install-user: $(STAMP)
 	@echo "  systemctl --user enable --now reeve-lite-backup.timer"
 	@echo "  loginctl enable-linger $$(id -un)    # run pulses while logged out and after a reboot"
 
+# Every benchmark figure in one table, beside its baseline (about 2 minutes);
+# `make bench BENCH=--quick` is a smoke run of a few tens of seconds.
 bench: $(STAMP)
-	$(BIN)/python -m bench.lateness
-	$(BIN)/python -m bench.mcp_start
+	$(BIN)/python -m bench $(BENCH)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

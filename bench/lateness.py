@@ -1,11 +1,12 @@
 """Lateness: how long after its due time a pulse's agent starts.
 
-    python -m bench.lateness [--pulses 200] [--spread 10] [--concurrency 4]
+    python -m bench.lateness [--pulses 200] [--spread 10] [--concurrency 4] [--random SEED]
 
 In one run, with the same tiny agent (`bench/agent.py`):
 
 1. reeve-lite: the daemon as a subprocess on a temporary socket; PULSES pulses
-   due at random instants over SPREAD seconds. Dispatch lateness is the
+   due over SPREAD seconds (evenly spaced, or uniformly random with --random),
+   a concurrency key each. Dispatch lateness is the
    instant the daemon spawned the agent (recorded in the attempt) minus the
    due time; end-to-end lateness is the agent's own first instant minus the
    due time.
@@ -13,7 +14,8 @@ In one run, with the same tiny agent (`bench/agent.py`):
    query, run once a second), spawning the same agent: the baseline.
 3. The spawn floor: the same agent started directly, spawn to first instant.
 
-Prints min/p50/p99/max in milliseconds. It never asserts.
+Run alone, it prints min/p50/p99/max in milliseconds; `rows()` gives the
+rows of `python -m bench`. It never asserts.
 """
 
 from __future__ import annotations
@@ -23,22 +25,16 @@ import asyncio
 import os
 import platform
 import random
-import shlex
 import sqlite3
-import subprocess
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from statistics import quantiles
 
-from reeve_lite.client import Client, DaemonUnreachable
+from bench.common import AGENT_ARGV, Row, met, running_daemon
 from reeve_lite.executor import watch_children_with_pidfd
 from reeve_lite.store import NewPulse, Store
-
-AGENT = Path(__file__).with_name("agent.py")
-AGENT_ARGV = [sys.executable, "-I", "-S", str(AGENT)]
 
 
 def stats(values: list[float]) -> tuple[float, float, float, float]:
@@ -70,30 +66,8 @@ def run_daemon(
     tmp: Path, count: int, spread: float, concurrency: int, seed: int | None
 ) -> tuple[list[float], ...]:
     """Phase 1: the daemon. Returns (dispatch ms, end-to-end ms)."""
-    log = tmp / "agent-daemon.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REEVE_LITE_")}
-    env.update(
-        REEVE_LITE_DB=str(tmp / "reeve.db"),
-        REEVE_LITE_SOCKET=str(tmp / "api.sock"),
-        REEVE_LITE_AGENT_COMMAND=shlex.join(AGENT_ARGV),
-        REEVE_LITE_DESK=str(tmp / "desk"),
-        REEVE_LITE_EXECUTOR="off",
-        REEVE_LITE_MAX_CONCURRENT=str(concurrency),
-        REEVE_LITE_LOG_LEVEL="warning",
-        BENCH_AGENT_LOG=str(log),
-    )
-    daemon = subprocess.Popen([sys.executable, "-m", "reeve_lite.cli", "serve"], env=env)
-    client = Client(socket_path=tmp / "api.sock")
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                client.health()
-                break
-            except DaemonUnreachable:
-                if time.monotonic() > deadline or daemon.poll() is not None:
-                    raise SystemExit("the daemon did not start") from None
-                time.sleep(0.05)
+    with running_daemon(tmp, max_concurrent=str(concurrency)) as daemon:
+        client = daemon.client
         dues = due_times(count, spread, time.time() + 3.0, seed)
         ids = {}
         for n, due in enumerate(dues):
@@ -101,13 +75,11 @@ def run_daemon(
             # Independent pulses (a key each): they may overlap up to max_concurrent.
             made = client.create(prompt="bench", scheduled_at=at, concurrency_key=f"b{n}")
             ids[str(made["pulse_id"])] = due
+        log = tmp / "agent.log"
         while len(read_agent_log(log)) < count and time.time() < dues[-1] + 30:
             time.sleep(0.2)
         while client.status()["counts"]["completed"] < count and time.time() < dues[-1] + 30:
             time.sleep(0.1)
-    finally:
-        daemon.terminate()
-        daemon.wait(timeout=30)
     db = sqlite3.connect(tmp / "reeve.db")
     rows = db.execute(
         "SELECT a.started_at - p.scheduled_at FROM attempts a JOIN pulses p ON p.id = a.pulse_id "
@@ -180,6 +152,54 @@ async def spawn_floor(tmp: Path, count: int) -> list[float]:
     return floor
 
 
+def measure(
+    pulses: int, spread: float, concurrency: int, seed: int | None
+) -> dict[str, list[float]]:
+    """The three phases in one run; milliseconds by series."""
+    watch_children_with_pidfd()  # the same child watcher as the daemon
+    with tempfile.TemporaryDirectory(prefix="reeve-bench-") as name:
+        tmp = Path(name)
+        dispatch, end_to_end = run_daemon(tmp, pulses, spread, concurrency, seed)
+        poll_dispatch, poll_e2e = asyncio.run(run_poller(tmp, pulses, spread, seed))
+        floor = asyncio.run(spawn_floor(tmp, pulses))
+    return {
+        "reeve-lite dispatch (spawned - due)": dispatch,
+        "reeve-lite end-to-end (agent start - due)": end_to_end,
+        "1 s poller dispatch": poll_dispatch,
+        "1 s poller end-to-end": poll_e2e,
+        "spawn floor (agent start - spawn)": floor,
+    }
+
+
+def rows(pulses: int = 200, spread: float = 10.0, concurrency: int = 4) -> list[Row]:
+    """Dispatch and end-to-end lateness beside the poller and the spawn floor."""
+    series = measure(pulses, spread, concurrency, None)
+    dispatch = stats(series["reeve-lite dispatch (spawned - due)"])
+    e2e = stats(series["reeve-lite end-to-end (agent start - due)"])
+    poll_d = stats(series["1 s poller dispatch"])
+    poll_e = stats(series["1 s poller end-to-end"])
+    floor = stats(series["spawn floor (agent start - spawn)"])
+    label = f"{pulses} pulses over {spread:g} s"
+    return [
+        Row(
+            f"lateness: dispatch, {label}",
+            f"p50 {dispatch[1]:.2f} ms, p99 {dispatch[2]:.2f} ms",
+            f"1 s poller: p50 {poll_d[1]:.0f} ms, p99 {poll_d[2]:.0f} ms",
+            f"poller p50 / p50: {poll_d[1] / max(dispatch[1], 0.001):.0f}x",
+            "p99 <= 5 ms",
+            met(dispatch[2] <= 5),
+        ),
+        Row(
+            f"lateness: end-to-end, {label}",
+            f"p50 {e2e[1]:.2f} ms, p99 {e2e[2]:.2f} ms",
+            f"spawn floor p50 {floor[1]:.2f} ms; 1 s poller p50 {poll_e[1]:.0f} ms",
+            f"poller p50 / p50: {poll_e[1] / max(e2e[1], 0.001):.0f}x",
+            f"p99 <= floor p50 + 5 = {floor[1] + 5:.2f} ms",
+            met(e2e[2] <= floor[1] + 5),
+        ),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pulses", type=int, default=200)
@@ -193,44 +213,18 @@ def main() -> None:
         help="due instants uniformly random (seeded) instead of evenly spaced",
     )
     args = parser.parse_args()
-    watch_children_with_pidfd()  # the same child watcher as the daemon
-    with tempfile.TemporaryDirectory(prefix="reeve-bench-") as name:
-        tmp = Path(name)
-        spacing = "evenly spaced" if args.random is None else f"random, seed {args.random}"
-        print(
-            f"lateness of {args.pulses} pulses due over {args.spread:g} s ({spacing}), "
-            f"max_concurrent={args.concurrency}; {os.cpu_count()} cores, "
-            f"Python {platform.python_version()}, {platform.platform()}",
-            flush=True,
-        )
-        dispatch, end_to_end = run_daemon(
-            tmp, args.pulses, args.spread, args.concurrency, args.random
-        )
-        poll_dispatch, poll_e2e = asyncio.run(
-            run_poller(tmp, args.pulses, args.spread, args.random)
-        )
-        floor = asyncio.run(spawn_floor(tmp, args.pulses))
-    rows = [
-        ("reeve-lite dispatch (spawned - due)", dispatch),
-        ("reeve-lite end-to-end (agent start - due)", end_to_end),
-        ("1 s poller dispatch", poll_dispatch),
-        ("1 s poller end-to-end", poll_e2e),
-        ("spawn floor (agent start - spawn)", floor),
-    ]
-    print(f"{'ms':<44}{'n':>5}{'min':>9}{'p50':>9}{'p99':>9}{'max':>9}")
-    for label, values in rows:
-        lo, p50, p99, hi = stats(values)
-        print(f"{label:<44}{len(values):>5}{lo:>9.2f}{p50:>9.2f}{p99:>9.2f}{hi:>9.2f}")
-    d99 = stats(dispatch)[2]
-    e99 = stats(end_to_end)[2]
-    f50 = stats(floor)[1]
+    spacing = "evenly spaced" if args.random is None else f"random, seed {args.random}"
     print(
-        f"goal: dispatch p99 <= 5 ms: {d99:.2f} ms ({'met' if d99 <= 5 else 'missed'}); "
-        f"end-to-end p99 <= floor p50 + 10 ms = {f50 + 10:.2f} ms: {e99:.2f} ms "
-        f"({'met' if e99 <= f50 + 10 else 'missed'}); "
-        f"poller p50 / reeve-lite p50 end-to-end: "
-        f"{stats(poll_e2e)[1] / max(stats(end_to_end)[1], 0.001):.0f}x"
+        f"lateness of {args.pulses} pulses due over {args.spread:g} s ({spacing}), "
+        f"max_concurrent={args.concurrency}; {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, {platform.platform()}",
+        flush=True,
     )
+    series = measure(args.pulses, args.spread, args.concurrency, args.random)
+    print(f"{'ms':<44}{'n':>5}{'min':>9}{'p50':>9}{'p99':>9}{'max':>9}")
+    for label, values in series.items():
+        lo, mid, p99, hi = stats(values)
+        print(f"{label:<44}{len(values):>5}{lo:>9.2f}{mid:>9.2f}{p99:>9.2f}{hi:>9.2f}")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ Errors are always `{"error": {"code", "message", "field"}}`. Bad input is a
 from __future__ import annotations
 
 import contextlib
+import functools
 import hmac
 import itertools
 import json
@@ -28,7 +29,6 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
-from pydantic.json_schema import models_json_schema
 
 from reeve_lite import __version__
 from reeve_lite.config import Settings
@@ -397,7 +397,12 @@ async def trigger(request: web.Request, ctx: Context) -> web.Response:
     )
     pulse, created = await ctx.store.create(new, now=now)
     if created:
-        ctx.scheduler.wake()
+        soonest = (
+            pulse.scheduled_at
+            if pulse.deadline is None
+            else min(pulse.scheduled_at, pulse.deadline)
+        )
+        ctx.scheduler.wake(due=soonest)
         log.info(
             "pulse=%d created by %s, due %s, priority %s",
             pulse.pulse_id,
@@ -530,7 +535,7 @@ async def notify(request: web.Request, ctx: Context) -> web.Response:
 
 async def openapi(request: web.Request, _ctx: Context) -> web.Response:
     """This API's OpenAPI 3.1 document."""
-    return web.json_response(request.app[OPENAPI])
+    return web.json_response(openapi_document())
 
 
 _ID = Param(
@@ -639,7 +644,6 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", "/api/openapi.json", openapi, "This document", None, auth=False),
 )
 
-OPENAPI = web.AppKey("openapi", dict)
 _ERROR_TEXT = {
     400: "Malformed JSON",
     401: "Missing or wrong token",
@@ -654,8 +658,15 @@ _ERROR_TEXT = {
 }
 
 
+@functools.cache
 def openapi_document() -> dict[str, Any]:
-    """The OpenAPI 3.1 document of `OPERATIONS`, schemas from the pydantic models."""
+    """The OpenAPI 3.1 document of `OPERATIONS`, schemas from the pydantic models.
+
+    Built at the first request for it, not at start-up (socket activation waits
+    for start-up; schema generation and its import are a tenth of it).
+    """
+    from pydantic.json_schema import models_json_schema
+
     models: list[tuple[type[BaseModel], Any]] = [(ErrorOut, "serialization")]
     for op in OPERATIONS:
         if op.response is not None:
@@ -810,7 +821,6 @@ def make_app(ctx: Context) -> web.Application:
     """The aiohttp application serving `OPERATIONS` for `ctx`."""
     app = web.Application(middlewares=[_errors], client_max_size=ctx.settings.max_body_bytes)
     app[CONTEXT] = ctx
-    app[OPENAPI] = openapi_document()
     for op in OPERATIONS:
         app.router.add_route(op.method, op.path, _route(op, ctx))
     return app

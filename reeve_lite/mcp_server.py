@@ -4,25 +4,36 @@ A thin client of the daemon (`client.py` over the Unix socket, so the first
 call also socket-activates it): it never opens the database. Every tool answers
 with one short line for the model plus structured content; a mistake comes
 back as a tool error (`isError`) that says how to correct the call.
+
+The protocol part is small (JSON-RPC 2.0, one message per line on stdin and
+stdout: `initialize`, `ping`, `tools/list`, `tools/call`) and written here with
+the standard library: importing the mcp SDK alone takes longer than the whole
+start-up budget. Arguments are validated by pydantic models, whose JSON schemas
+are the tools' input schemas; the results' schemas are the daemon's models.
 """
 
 from __future__ import annotations
 
-import functools
+import json
 import os
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC
-from typing import Annotated, Any, Literal
+from typing import IO, Annotated, Any, Literal
 
-import anyio
-from mcp.server.mcpserver import MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
-from mcp_types import CallToolResult, TextContent
-from pydantic import Field
+from pydantic import BaseModel, Field, ValidationError
 
+from reeve_lite import __version__
 from reeve_lite.client import ApiFailure, Client, DaemonUnreachable
 from reeve_lite.models import NotifyOut, Pulse, PulseList
 from reeve_lite.timeparse import describe_instant
+
+# Revisions with the `initialize` handshake, oldest first; a client asking for
+# another one is offered the newest.
+PROTOCOL_VERSIONS = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
+# JSON-RPC error codes.
+PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS = -32700, -32600, -32601, -32602
 
 TIMES = (
     "Accepted times: 'now'; relative 'in 30 seconds', 'in 5 minutes', 'in 2 hours', "
@@ -59,8 +70,20 @@ def _recurs(pulse: dict[str, Any]) -> str:
     return f", then on cron '{pulse['cron']}' in {pulse['timezone']}; next fire times: {times}"
 
 
-def _result(text: str, data: dict[str, Any]) -> CallToolResult:
-    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=data)
+class ToolError(Exception):
+    """A mistake in a tool call: its message tells the model how to correct it."""
+
+
+def _result(text: str, data: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "content": [{"type": "text", "text": text}],
+        "structuredContent": data,
+        "isError": False,
+    }
+
+
+def _error(text: str) -> dict[str, Any]:
+    return {"content": [{"type": "text", "text": text}], "isError": True}
 
 
 def _advice(exc: ApiFailure) -> str:
@@ -82,27 +105,140 @@ def _advice(exc: ApiFailure) -> str:
     return f"{exc.message}{where}."
 
 
-def build_server(client: Client, *, env: dict[str, str] | None = None) -> MCPServer:
-    """The MCP server, with its tools bound to `client`."""
-    environ = os.environ if env is None else env
-    server = MCPServer(name="reeve-lite", instructions=INSTRUCTIONS)
+class _Args(BaseModel):
+    """A tool's arguments; unknown ones are ignored, as MCP servers commonly do."""
 
-    async def call(method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+
+class ScheduleArgs(_Args):
+    prompt: Annotated[str, Field(min_length=1, max_length=32768, description="What to do then.")]
+    priority: Literal["critical", "high", "normal", "low", "deferred"] = "normal"
+    sticky_notes: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=2000)]] | None,
+        Field(max_length=20, description="Reminders appended to the prompt."),
+    ] = None
+    tags: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=64)]] | None,
+        Field(max_length=32),
+    ] = None
+    resume_current_session: Annotated[
+        bool, Field(description="Resume the conversation that is running now.")
+    ] = False
+    session_id: Annotated[
+        str | None, Field(max_length=128, description="An agent session to resume.")
+    ] = None
+    cron: Annotated[
+        str | None, Field(max_length=200, description="5-field cron expression to recur.")
+    ] = None
+    timezone: Annotated[
+        str | None, Field(max_length=64, description="IANA zone, e.g. Europe/Berlin.")
+    ] = None
+    max_retries: Annotated[int | None, Field(ge=0, le=100)] = None
+    scheduled_at: Annotated[str | None, Field(min_length=1, max_length=200, description=TIMES)] = (
+        None
+    )
+    pace_min: Annotated[
+        str | None,
+        Field(
+            max_length=100,
+            description="Instead of scheduled_at: the earliest you want to run again, "
+            "e.g. '10m'. The daemon picks a time between pace_min and pace_max, within "
+            "its pacing bounds.",
+        ),
+    ] = None
+    pace_max: Annotated[str | None, Field(max_length=100, description="The latest, e.g. '1h'.")] = (
+        None
+    )
+    on_missed: Annotated[
+        Literal["once", "all", "skip"],
+        Field(
+            description="If the time passes while the machine is off: run once late "
+            "(once), once per missed time (all), or not at all (skip)."
+        ),
+    ] = "once"
+    expires_after: Annotated[
+        str | None,
+        Field(
+            max_length=100,
+            description="Do not run if it cannot start within this long after its time "
+            "(default 6h for pulses you schedule; 'never' for no limit).",
+        ),
+    ] = None
+    concurrency_key: Annotated[
+        str | None,
+        Field(
+            max_length=128,
+            description="Pulses with the same key never run at the same time; give "
+            "independent work its own key so that it need not wait for the Desk.",
+        ),
+    ] = None
+
+
+class ListArgs(_Args):
+    limit: Annotated[int, Field(ge=1, le=200)] = 20
+    include_completed: bool = False
+
+
+class PulseArgs(_Args):
+    pulse_id: PulseId
+
+
+class RescheduleArgs(_Args):
+    pulse_id: PulseId
+    new_scheduled_at: When
+
+
+class NotifyArgs(_Args):
+    message: Annotated[str, Field(min_length=1, max_length=20000)]
+    priority: Literal["normal", "silent", "critical"] = "normal"
+    parse_mode: Literal["Markdown", "MarkdownV2", "HTML"] | None = None
+
+
+class LinkArgs(_Args):
+    message: Annotated[str, Field(min_length=1, max_length=20000)]
+    link_url: Annotated[str, Field(max_length=2000, pattern=r"^https?://\S+$")]
+    link_text: Annotated[str, Field(min_length=1, max_length=64)] = "Open"
+
+
+@dataclass(frozen=True)
+class Tool:
+    """One tool: its arguments, its result's model, and what it does."""
+
+    name: str
+    description: str
+    args: type[_Args]
+    result: type[BaseModel]
+    run: Callable[[Any], dict[str, Any]]
+
+    def listing(self) -> dict[str, Any]:
+        """The tool as `tools/list` describes it."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "inputSchema": self.args.model_json_schema(),
+            "outputSchema": self.result.model_json_schema(),
+        }
+
+
+def build_tools(client: Client, *, env: Mapping[str, str] | None = None) -> dict[str, Tool]:
+    """The tools, bound to `client`, by name."""
+    environ = os.environ if env is None else env
+
+    def call(method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         try:
-            return await anyio.to_thread.run_sync(functools.partial(method, *args, **kwargs))
+            return method(*args, **kwargs)
         except DaemonUnreachable as exc:
             raise ToolError(f"{exc}. Nothing was changed; try again later.") from None
         except ApiFailure as exc:
             raise ToolError(_advice(exc)) from None
 
-    async def current_session() -> str:
+    def current_session() -> str:
         raw = environ.get("REEVE_PULSE_ID")
         if not raw or not raw.isdigit():
             raise ToolError(
                 "resume_current_session needs a running pulse, and this conversation is "
                 "not one (REEVE_PULSE_ID is not set). Pass session_id instead, or leave it out."
             )
-        status = await call(client.status)
+        status = call(client.status)
         for run in status["running"]:
             if run["pulse_id"] == int(raw):
                 if run.get("session_id"):
@@ -113,119 +249,38 @@ def build_server(client: Client, *, env: dict[str, str] | None = None) -> MCPSer
                 )
         raise ToolError(f"pulse {raw} is not running now, so there is no session to resume.")
 
-    @server.tool(
-        description=(
-            "Schedule a future wake-up of yourself: at `scheduled_at` the prompt is given to a "
-            "new agent run (or to this conversation again with resume_current_session=true). "
-            "Use it to follow up later, check back on something, or recur with a 5-field cron "
-            "expression (e.g. '0 9 * * 1-5' with timezone 'Europe/Berlin'). Returns the "
-            "pulse's id and due time. " + TIMES + " " + PACING
-        )
-    )
-    async def schedule_pulse(
-        prompt: Annotated[
-            str, Field(min_length=1, max_length=32768, description="What to do then.")
-        ],
-        priority: Literal["critical", "high", "normal", "low", "deferred"] = "normal",
-        sticky_notes: Annotated[
-            list[Annotated[str, Field(min_length=1, max_length=2000)]] | None,
-            Field(max_length=20, description="Reminders appended to the prompt."),
-        ] = None,
-        tags: Annotated[
-            list[Annotated[str, Field(min_length=1, max_length=64)]] | None,
-            Field(max_length=32),
-        ] = None,
-        resume_current_session: Annotated[
-            bool, Field(description="Resume the conversation that is running now.")
-        ] = False,
-        session_id: Annotated[
-            str | None, Field(max_length=128, description="An agent session to resume.")
-        ] = None,
-        cron: Annotated[
-            str | None, Field(max_length=200, description="5-field cron expression to recur.")
-        ] = None,
-        timezone: Annotated[
-            str | None, Field(max_length=64, description="IANA zone, e.g. Europe/Berlin.")
-        ] = None,
-        max_retries: Annotated[int | None, Field(ge=0, le=100)] = None,
-        scheduled_at: Annotated[
-            str | None, Field(min_length=1, max_length=200, description=TIMES)
-        ] = None,
-        pace_min: Annotated[
-            str | None,
-            Field(
-                max_length=100,
-                description="Instead of scheduled_at: the earliest you want to run again, "
-                "e.g. '10m'. The daemon picks a time between pace_min and pace_max, within "
-                "its pacing bounds.",
-            ),
-        ] = None,
-        pace_max: Annotated[
-            str | None, Field(max_length=100, description="The latest, e.g. '1h'.")
-        ] = None,
-        on_missed: Annotated[
-            Literal["once", "all", "skip"],
-            Field(
-                description="If the time passes while the machine is off: run once late "
-                "(once), once per missed time (all), or not at all (skip)."
-            ),
-        ] = "once",
-        expires_after: Annotated[
-            str | None,
-            Field(
-                max_length=100,
-                description="Do not run if it cannot start within this long after its time "
-                "(default 6h for pulses you schedule; 'never' for no limit).",
-            ),
-        ] = None,
-        concurrency_key: Annotated[
-            str | None,
-            Field(
-                max_length=128,
-                description="Pulses with the same key never run at the same time; give "
-                "independent work its own key so that it need not wait for the Desk.",
-            ),
-        ] = None,
-    ) -> Annotated[CallToolResult, Pulse]:
-        if resume_current_session:
+    def schedule_pulse(a: ScheduleArgs) -> dict[str, Any]:
+        session_id = a.session_id
+        if a.resume_current_session:
             if session_id:
                 raise ToolError("Give either session_id or resume_current_session, not both.")
-            session_id = await current_session()
-        pulse = await call(
+            session_id = current_session()
+        pulse = call(
             client.create,
-            prompt=prompt,
-            scheduled_at=scheduled_at,
-            priority=priority,
-            sticky_notes=sticky_notes,
-            tags=tags,
+            prompt=a.prompt,
+            scheduled_at=a.scheduled_at,
+            priority=a.priority,
+            sticky_notes=a.sticky_notes,
+            tags=a.tags,
             session_id=session_id,
-            cron=cron,
-            timezone=timezone,
-            max_retries=max_retries,
+            cron=a.cron,
+            timezone=a.timezone,
+            max_retries=a.max_retries,
             source="reeve",
-            pace_min=pace_min,
-            pace_max=pace_max,
-            on_missed=on_missed,
-            expires_after=expires_after,
-            concurrency_key=concurrency_key,
+            pace_min=a.pace_min,
+            pace_max=a.pace_max,
+            on_missed=a.on_missed,
+            expires_after=a.expires_after,
+            concurrency_key=a.concurrency_key,
         )
         text = f"Scheduled pulse {pulse['pulse_id']} for {_when(pulse)}{_recurs(pulse)}."
         return _result(text, pulse)
 
-    @server.tool(
-        description=(
-            "List the pulses that are planned, earliest first (with include_completed, also "
-            "those that ran). Use it before scheduling, to avoid duplicates."
-        )
-    )
-    async def list_upcoming_pulses(
-        limit: Annotated[int, Field(ge=1, le=200)] = 20,
-        include_completed: bool = False,
-    ) -> Annotated[CallToolResult, PulseList]:
-        if include_completed:
-            page = await call(client.list, status=None, limit=limit)
+    def list_upcoming_pulses(a: ListArgs) -> dict[str, Any]:
+        if a.include_completed:
+            page = call(client.list, status=None, limit=a.limit)
         else:
-            page = await call(client.upcoming, limit)
+            page = call(client.upcoming, a.limit)
         lines = [
             f"{p['pulse_id']}: {p['status']}, {_when(p)}, {p['priority']}: {p['prompt'][:80]}"
             for p in page["pulses"]
@@ -233,9 +288,8 @@ def build_server(client: Client, *, env: dict[str, str] | None = None) -> MCPSer
         text = "\n".join(lines) if lines else "No pulses."
         return _result(text, page)
 
-    @server.tool(description="One pulse with its attempts (start, end, errors, session, cost).")
-    async def get_pulse(pulse_id: PulseId) -> Annotated[CallToolResult, Pulse]:
-        pulse = await call(client.get, pulse_id)
+    def get_pulse(a: PulseArgs) -> dict[str, Any]:
+        pulse = call(client.get, a.pulse_id)
         attempts = pulse.get("attempts") or []
         last = attempts[-1] if attempts else None
         outcome = ""
@@ -262,64 +316,187 @@ def build_server(client: Client, *, env: dict[str, str] | None = None) -> MCPSer
         )
         return _result(text, pulse)
 
-    @server.tool(description="Cancel a pending pulse so that it never runs.")
-    async def cancel_pulse(pulse_id: PulseId) -> Annotated[CallToolResult, Pulse]:
-        pulse = await call(client.cancel, pulse_id)
+    def cancel_pulse(a: PulseArgs) -> dict[str, Any]:
+        pulse = call(client.cancel, a.pulse_id)
         return _result(f"Cancelled pulse {pulse['pulse_id']}.", pulse)
 
-    @server.tool(description="Move a pending pulse to another time. " + TIMES)
-    async def reschedule_pulse(
-        pulse_id: PulseId, new_scheduled_at: When
-    ) -> Annotated[CallToolResult, Pulse]:
-        pulse = await call(client.reschedule, pulse_id, new_scheduled_at)
+    def reschedule_pulse(a: RescheduleArgs) -> dict[str, Any]:
+        pulse = call(client.reschedule, a.pulse_id, a.new_scheduled_at)
         return _result(f"Pulse {pulse['pulse_id']} now runs {_when(pulse)}{_recurs(pulse)}.", pulse)
 
     def asking_pulse() -> int | None:
         raw = environ.get("REEVE_PULSE_ID", "")
         return int(raw) if raw.isdigit() else None
 
-    @server.tool(
-        description=(
-            "Send a message to your user on Telegram. Use it to report a result, ask for a "
-            "decision, or warn; not for routine progress. priority 'silent' arrives without "
-            "sound, 'critical' is marked as urgent. parse_mode 'HTML' or 'MarkdownV2' formats "
-            "the text (if Telegram rejects the markup it is sent as plain text). When you run "
-            "inside a pulse, the message links to this session where the daemon knows how."
-        )
-    )
-    async def send_notification(
-        message: Annotated[str, Field(min_length=1, max_length=20000)],
-        priority: Literal["normal", "silent", "critical"] = "normal",
-        parse_mode: Literal["Markdown", "MarkdownV2", "HTML"] | None = None,
-    ) -> Annotated[CallToolResult, NotifyOut]:
-        sent = await call(
+    def send_notification(a: NotifyArgs) -> dict[str, Any]:
+        sent = call(
             client.notify,
-            message=message,
-            priority=priority,
-            parse_mode=parse_mode,
+            message=a.message,
+            priority=a.priority,
+            parse_mode=a.parse_mode,
             pulse_id=asking_pulse(),
         )
         link = f" with a link to {sent['link']}" if sent["link"] else ""
         return _result(f"Sent to {len(sent['chats'])} chat(s){link}.", sent)
 
-    @server.tool(
-        description=(
-            "Send a message to your user on Telegram with a button that opens link_url "
-            "(for example a pull request, a dashboard, a document)."
-        )
-    )
-    async def send_message_with_link(
-        message: Annotated[str, Field(min_length=1, max_length=20000)],
-        link_url: Annotated[str, Field(max_length=2000, pattern=r"^https?://\S+$")],
-        link_text: Annotated[str, Field(min_length=1, max_length=64)] = "Open",
-    ) -> Annotated[CallToolResult, NotifyOut]:
-        sent = await call(client.notify, message=message, link_url=link_url, link_text=link_text)
+    def send_message_with_link(a: LinkArgs) -> dict[str, Any]:
+        sent = call(client.notify, message=a.message, link_url=a.link_url, link_text=a.link_text)
         return _result(f"Sent to {len(sent['chats'])} chat(s) with the link.", sent)
 
-    return server
+    tools = [
+        Tool(
+            "schedule_pulse",
+            "Schedule a future wake-up of yourself: at `scheduled_at` the prompt is given to a "
+            "new agent run (or to this conversation again with resume_current_session=true). "
+            "Use it to follow up later, check back on something, or recur with a 5-field cron "
+            "expression (e.g. '0 9 * * 1-5' with timezone 'Europe/Berlin'). Returns the "
+            "pulse's id and due time. " + TIMES + " " + PACING,
+            ScheduleArgs,
+            Pulse,
+            schedule_pulse,
+        ),
+        Tool(
+            "list_upcoming_pulses",
+            "List the pulses that are planned, earliest first (with include_completed, also "
+            "those that ran). Use it before scheduling, to avoid duplicates.",
+            ListArgs,
+            PulseList,
+            list_upcoming_pulses,
+        ),
+        Tool(
+            "get_pulse",
+            "One pulse with its attempts (start, end, errors, session, cost).",
+            PulseArgs,
+            Pulse,
+            get_pulse,
+        ),
+        Tool(
+            "cancel_pulse",
+            "Cancel a pending pulse so that it never runs.",
+            PulseArgs,
+            Pulse,
+            cancel_pulse,
+        ),
+        Tool(
+            "reschedule_pulse",
+            "Move a pending pulse to another time. " + TIMES,
+            RescheduleArgs,
+            Pulse,
+            reschedule_pulse,
+        ),
+        Tool(
+            "send_notification",
+            "Send a message to your user on Telegram. Use it to report a result, ask for a "
+            "decision, or warn; not for routine progress. priority 'silent' arrives without "
+            "sound, 'critical' is marked as urgent. parse_mode 'HTML' or 'MarkdownV2' formats "
+            "the text (if Telegram rejects the markup it is sent as plain text). When you run "
+            "inside a pulse, the message links to this session where the daemon knows how.",
+            NotifyArgs,
+            NotifyOut,
+            send_notification,
+        ),
+        Tool(
+            "send_message_with_link",
+            "Send a message to your user on Telegram with a button that opens link_url "
+            "(for example a pull request, a dashboard, a document).",
+            LinkArgs,
+            NotifyOut,
+            send_message_with_link,
+        ),
+    ]
+    return {tool.name: tool for tool in tools}
+
+
+def _invalid(tool: str, exc: ValidationError) -> str:
+    """A validation failure, one line per argument, for a model to correct."""
+    problems = "; ".join(
+        f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in exc.errors()
+    )
+    return f"Invalid arguments for {tool}: {problems}. Call again with corrected arguments."
+
+
+class Server:
+    """Answers MCP requests, one JSON-RPC message at a time."""
+
+    def __init__(self, tools: dict[str, Tool]) -> None:
+        self.tools = tools
+        self._listing: list[dict[str, Any]] | None = None
+
+    def handle(self, message: Any) -> dict[str, Any] | None:
+        """The response to one message (None for a notification or a response)."""
+        if not isinstance(message, dict):
+            return _rpc_error(None, INVALID_REQUEST, "a JSON-RPC message is an object")
+        if "method" not in message:
+            return None  # a response to a request this server never sends
+        ident = message.get("id")
+        method = message["method"]
+        params = message.get("params") or {}
+        if "id" not in message:
+            return None  # notifications (initialized, cancelled) need no answer
+        if not isinstance(params, dict):
+            return _rpc_error(ident, INVALID_PARAMS, "params must be an object")
+        if method == "initialize":
+            asked = params.get("protocolVersion")
+            version = asked if asked in PROTOCOL_VERSIONS else PROTOCOL_VERSIONS[-1]
+            return _rpc_result(
+                ident,
+                {
+                    "protocolVersion": version,
+                    "capabilities": {"tools": {"listChanged": False}},
+                    "serverInfo": {"name": "reeve-lite", "version": __version__},
+                    "instructions": INSTRUCTIONS,
+                },
+            )
+        if method == "ping":
+            return _rpc_result(ident, {})
+        if method == "tools/list":
+            if self._listing is None:
+                self._listing = [tool.listing() for tool in self.tools.values()]
+            return _rpc_result(ident, {"tools": self._listing})
+        if method == "tools/call":
+            return _rpc_result(ident, self.call(params.get("name"), params.get("arguments")))
+        return _rpc_error(ident, METHOD_NOT_FOUND, f"method not found: {method}")
+
+    def call(self, name: Any, arguments: Any) -> dict[str, Any]:
+        """A tool's result; a mistake is a result with isError, never an exception."""
+        tool = self.tools.get(name) if isinstance(name, str) else None
+        if tool is None:
+            return _error(f"Unknown tool {name!r}; the tools are {', '.join(self.tools)}.")
+        try:
+            args = tool.args.model_validate(arguments or {})
+        except ValidationError as exc:
+            return _error(_invalid(tool.name, exc))
+        try:
+            return tool.run(args)
+        except ToolError as exc:
+            return _error(str(exc))
+
+
+def _rpc_result(ident: Any, result: dict[str, Any]) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": ident, "result": result}
+
+
+def _rpc_error(ident: Any, code: int, message: str) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": ident, "error": {"code": code, "message": message}}
+
+
+def serve(server: Server, stdin: IO[bytes], stdout: IO[bytes]) -> None:
+    """Answer each line of `stdin` on `stdout` until `stdin` ends."""
+    for line in stdin:
+        if not line.strip():
+            continue
+        try:
+            message = json.loads(line)
+        except ValueError:
+            answer: dict[str, Any] | None = _rpc_error(None, PARSE_ERROR, "not JSON")
+        else:
+            answer = server.handle(message)
+        if answer is not None:
+            stdout.write(json.dumps(answer, separators=(",", ":")).encode() + b"\n")
+            stdout.flush()
 
 
 def run(client: Client) -> int:
     """Serve MCP on stdin/stdout until the client closes it."""
-    build_server(client).run("stdio")
+    serve(Server(build_tools(client)), sys.stdin.buffer, sys.stdout.buffer)
     return 0

@@ -73,8 +73,14 @@ Tag = Annotated[str, StringConstraints(min_length=1, max_length=64, strip_whites
 Note = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _Model(BaseModel):
+    # Validators are built at a model's first use, not at import: start-up (what
+    # socket activation waits for) and idle memory carry only what is used.
+    model_config = ConfigDict(defer_build=True)
+
+
+class _Strict(_Model):
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 def _json_integer(value: Any) -> Any:
@@ -199,7 +205,7 @@ class Notify(_Strict):
     _pulse_id_integer = field_validator("pulse_id", mode="before")(_json_integer)
 
 
-class NotifyOut(BaseModel):
+class NotifyOut(_Model):
     """Answer of `POST /api/notify`."""
 
     chats: list[int]
@@ -213,7 +219,7 @@ class Reschedule(_Strict):
     scheduled_at: str = Field(min_length=1, max_length=200, description="New time, as in create.")
 
 
-class Attempt(BaseModel):
+class Attempt(_Model):
     """One execution of a pulse."""
 
     attempt_id: int
@@ -232,7 +238,7 @@ class Attempt(BaseModel):
     pid: int | None = Field(default=None, description="Agent process (or scope leader) id.")
 
 
-class Missed(BaseModel):
+class Missed(_Model):
     """Occurrences of a pulse that did not run on time, and what was done."""
 
     first_due: datetime
@@ -246,14 +252,14 @@ class Missed(BaseModel):
     recorded_at: datetime
 
 
-class FireTime(BaseModel):
+class FireTime(_Model):
     """A future fire time of a recurring pulse."""
 
     utc: datetime
     local: str = Field(description="The same instant on the pulse's own wall clock, ISO 8601.")
 
 
-class Pulse(BaseModel):
+class Pulse(_Model):
     """A pulse as the API shows it."""
 
     pulse_id: int
@@ -302,7 +308,7 @@ class Pulse(BaseModel):
     )
 
 
-class PulseList(BaseModel):
+class PulseList(_Model):
     """A page of pulses."""
 
     pulses: list[Pulse]
@@ -311,14 +317,14 @@ class PulseList(BaseModel):
     offset: int
 
 
-class Health(BaseModel):
+class Health(_Model):
     """Answer of `GET /api/health`."""
 
     ok: bool
     version: str
 
 
-class RunningAttempt(BaseModel):
+class RunningAttempt(_Model):
     """A pulse that is being executed now."""
 
     pulse_id: int
@@ -330,7 +336,7 @@ class RunningAttempt(BaseModel):
     )
 
 
-class StatusOut(BaseModel):
+class StatusOut(_Model):
     """Answer of `GET /api/status`."""
 
     version: str
@@ -349,7 +355,7 @@ class StatusOut(BaseModel):
     last_error: str | None
 
 
-class ErrorBody(BaseModel):
+class ErrorBody(_Model):
     """What went wrong; `field` names the offending input when there is one."""
 
     code: str
@@ -357,7 +363,7 @@ class ErrorBody(BaseModel):
     field: str | None = None
 
 
-class ErrorOut(BaseModel):
+class ErrorOut(_Model):
     """Every error answer: `{"error": {"code", "message", "field"}}`."""
 
     error: ErrorBody

@@ -29,8 +29,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from croniter import CroniterBadDateError, croniter
-
 __all__ = [
     "RecurrenceError",
     "load_zone",
@@ -89,6 +87,9 @@ def validate_cron(expr: str) -> str:
             "which are not supported",
             field="cron",
         )
+    # Imported at first use: a daemon without cron pulses starts without it.
+    from croniter import croniter
+
     # strict=True also rejects dates that never occur, such as '0 0 30 2 *'.
     if not croniter.is_valid(normalised, strict=True):
         raise RecurrenceError(
@@ -135,6 +136,8 @@ def occurrences_between(
 
 def _walk_back(expr: str, zone: ZoneInfo, until: datetime, count: int) -> list[datetime]:
     """The last `count` fire times at or before `until`, oldest first."""
+    from croniter import croniter
+
     schedule = croniter(expr, until.astimezone(zone).replace(tzinfo=None) + timedelta(seconds=1))
     found: set[datetime] = set()
     while len(found) < count:
@@ -153,6 +156,8 @@ def _fire_times(expr: str, zone: ZoneInfo, after: datetime) -> Iterator[datetime
 
 
 def _walk(expr: str, zone: ZoneInfo, last: datetime) -> Iterator[datetime]:
+    from croniter import CroniterBadDateError, croniter
+
     # Naive local times make croniter step through the wall clock without any DST logic.
     schedule = croniter(expr, last.astimezone(zone).replace(tzinfo=None))
     while True:

@@ -90,9 +90,23 @@ class Scheduler:
         self._loop_idle = asyncio.Event()
         self._loop_idle.set()
         self._closing = False
+        # While the loop sleeps with a timeout: when it wakes by itself (else None).
+        self._asleep_until: datetime | None = None
 
-    def wake(self) -> None:
-        """Re-arm the timer now (after a create, cancel or reschedule, or a finished run)."""
+    def wake(self, *, due: datetime | None = None) -> None:
+        """Re-arm the timer now (after a create, cancel or reschedule, or a finished run).
+
+        With `due` (the earliest instant a new pulse needs the loop: its due time
+        or its deadline), a loop already asleep until before then is left asleep:
+        a burst of creates for later does not make it re-read the queue each time.
+        """
+        if (
+            due is not None
+            and self._asleep_until is not None
+            and due - DISPATCH_LEAD > self._asleep_until
+        ):
+            self.changed.set()  # the status line still counts the new pulse
+            return
         self._wake.set()
 
     @property
@@ -218,8 +232,12 @@ class Scheduler:
                 # Re-check the wall clock now and then: a jump or a suspend
                 # does not move the monotonic timer asyncio sleeps on.
                 timeout = min(timeout, self.settings.max_sleep)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                self._asleep_until = self.clock() + timedelta(seconds=timeout)
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+            finally:
+                self._asleep_until = None
 
     async def _next_wake(self) -> datetime | None:
         """When the loop must look again: the next pulse that could start (its key

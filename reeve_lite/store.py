@@ -378,6 +378,9 @@ class Store:
         # One connection: statements of concurrent coroutines must not interleave
         # inside another's transaction.
         self._lock = asyncio.Lock()
+        # Creates waiting for the next group commit, and the task that commits them.
+        self._creates: list[tuple[NewPulse, datetime, asyncio.Future[tuple[Pulse, bool]]]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, path: Path, *, migrate_to: int = SCHEMA_VERSION) -> Store:
@@ -406,7 +409,9 @@ class Store:
         return store
 
     async def close(self) -> None:
-        """Close the connection (pending writes are already committed)."""
+        """Close the connection, once the creates already queued are committed."""
+        if self._flusher is not None:
+            await asyncio.gather(self._flusher, return_exceptions=True)
         await self._db.close()
 
     @asynccontextmanager
@@ -497,48 +502,128 @@ class Store:
 
     async def create(self, new: NewPulse, *, now: datetime) -> tuple[Pulse, bool]:
         """Insert `new`; returns (pulse, created). With a known idempotency key,
-        returns the earlier pulse and created=False instead of inserting."""
-        async with self._transaction() as db:
-            if new.idempotency_key is not None:
-                async with db.execute(
-                    "SELECT * FROM pulses WHERE idempotency_key = ?", (new.idempotency_key,)
-                ) as cur:
-                    row = await cur.fetchone()
-                if row is not None:
-                    return _pulse(row), False
-            stamp = _ts(now)
-            async with db.execute(
-                """INSERT INTO pulses (scheduled_at, prompt, priority, status, source, tags,
-                    session_id, sticky_notes, max_retries, cron, timezone, idempotency_key,
-                    created_at, updated_at, occurrence_at, on_missed, expires_after,
-                    expires_at, deadline, concurrency_key, jitter)
-                VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                RETURNING *""",
-                (
-                    _ts(new.scheduled_at),
-                    new.prompt,
-                    new.priority.rank,
-                    new.source,
-                    json.dumps(list(new.tags)),
-                    new.session_id,
-                    json.dumps(list(new.sticky_notes)),
-                    new.max_retries,
-                    new.cron,
-                    new.timezone,
-                    new.idempotency_key,
-                    stamp,
-                    stamp,
-                    _ts(new.occurrence_at or new.scheduled_at),
-                    str(new.on_missed),
-                    new.expires_after,
-                    _opt_ts(new.expires_at),
-                    _opt_ts(new.deadline),
-                    new.concurrency_key,
-                    new.jitter,
-                ),
-            ) as cur:
-                row = await cur.fetchone()
-        assert row is not None
+        returns the earlier pulse and created=False instead of inserting.
+
+        Creates that arrive while the connection is busy are committed together
+        (group commit: one fsync for many); each is applied on its own, so one
+        that fails does not fail the others, and none returns before the COMMIT
+        that made it durable has returned.
+        """
+        waiter: asyncio.Future[tuple[Pulse, bool]] = asyncio.get_running_loop().create_future()
+        self._creates.append((new, now, waiter))
+        if self._flusher is None or self._flusher.done():
+            # A task of its own: a caller that goes away does not cut the batch.
+            self._flusher = asyncio.create_task(self._flush_creates())
+        return await waiter
+
+    async def _flush_creates(self) -> None:
+        """Commit the queued creates, a batch per transaction, until none is left."""
+        while self._creates:
+            try:
+                await self._begin()
+            except Exception as exc:
+                # The write lock never came (another process held it): every
+                # create waiting now hears so, and nothing was written.
+                for _, _, waiter in self._creates:
+                    if not waiter.done():
+                        waiter.set_exception(exc)
+                self._creates.clear()
+                return
+            try:
+                # Everything that queued up while the lock was busy goes in this batch.
+                batch = [item for item in self._creates if not item[2].cancelled()]
+                self._creates.clear()
+                await self._commit_batch(batch)
+            finally:
+                self._lock.release()
+
+    async def _commit_batch(
+        self, batch: list[tuple[NewPulse, datetime, asyncio.Future[tuple[Pulse, bool]]]]
+    ) -> None:
+        done: list[tuple[asyncio.Future[tuple[Pulse, bool]], tuple[Pulse, bool]]] = []
+        failed: list[tuple[asyncio.Future[tuple[Pulse, bool]], BaseException]] = []
+        db = self._db
+        try:
+            # The caller began the transaction (`_begin`).
+            try:
+                for new, now, waiter in batch:
+                    # Not released one by one (a round trip each): the COMMIT
+                    # releases them all, and ROLLBACK TO goes back to the latest.
+                    await db.execute("SAVEPOINT create_one")
+                    try:
+                        result = await self._insert(db, new, now)
+                    except (sqlite3.Error, ValueError) as exc:
+                        # Undo this item only; if even that fails, the batch fails.
+                        await db.execute("ROLLBACK TO create_one")
+                        failed.append((waiter, exc))
+                    else:
+                        done.append((waiter, result))
+                await db.execute("COMMIT")
+            except BaseException:
+                # SQLite may have rolled back already (a failed COMMIT); make sure.
+                with contextlib.suppress(sqlite3.Error):
+                    await db.execute("ROLLBACK")
+                raise
+        except Exception as exc:
+            # Nothing of the batch is durable: every waiter hears so.
+            for _, _, waiter in batch:
+                if not waiter.done():
+                    waiter.set_exception(exc)
+            return
+        except BaseException as exc:
+            for _, _, waiter in batch:
+                if not waiter.done():
+                    waiter.set_exception(StoreError(f"the create was interrupted: {exc!r}"))
+            raise
+        for waiter, result in done:
+            if not waiter.done():
+                waiter.set_result(result)
+        for waiter, error in failed:
+            if not waiter.done():
+                waiter.set_exception(error)
+
+    @staticmethod
+    async def _insert(db: aiosqlite.Connection, new: NewPulse, now: datetime) -> tuple[Pulse, bool]:
+        """One create, within the caller's transaction."""
+        # execute_fetchall: one round trip to the connection's thread per statement.
+        if new.idempotency_key is not None:
+            found = await db.execute_fetchall(
+                "SELECT * FROM pulses WHERE idempotency_key = ?", (new.idempotency_key,)
+            )
+            for row in found:
+                return _pulse(row), False
+        stamp = _ts(now)
+        rows = await db.execute_fetchall(
+            """INSERT INTO pulses (scheduled_at, prompt, priority, status, source, tags,
+                session_id, sticky_notes, max_retries, cron, timezone, idempotency_key,
+                created_at, updated_at, occurrence_at, on_missed, expires_after,
+                expires_at, deadline, concurrency_key, jitter)
+            VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            RETURNING *""",
+            (
+                _ts(new.scheduled_at),
+                new.prompt,
+                new.priority.rank,
+                new.source,
+                json.dumps(list(new.tags)),
+                new.session_id,
+                json.dumps(list(new.sticky_notes)),
+                new.max_retries,
+                new.cron,
+                new.timezone,
+                new.idempotency_key,
+                stamp,
+                stamp,
+                _ts(new.occurrence_at or new.scheduled_at),
+                str(new.on_missed),
+                new.expires_after,
+                _opt_ts(new.expires_at),
+                _opt_ts(new.deadline),
+                new.concurrency_key,
+                new.jitter,
+            ),
+        )
+        (row,) = rows
         return _pulse(row), True
 
     async def get(self, pulse_id: int, *, attempts: int = MAX_ATTEMPTS_SHOWN) -> Pulse:

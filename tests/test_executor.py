@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -437,3 +438,20 @@ async def test_an_orphan_without_a_recorded_pid_is_found_by_its_attempt(
     finally:
         orphan.kill()
         orphan.wait()
+
+
+async def test_a_delayed_run_never_starts_before_its_instant(
+    tmp_path: Path, fake_agent: FakeAgent, agent_env: dict[str, str]
+) -> None:
+    # The run wakes early and yields until the instant: never a spawn before it.
+    settings = settings_for(tmp_path, fake_agent)
+    for delay in (0.0005, 0.002, 0.0043, 0.02):
+        spawned: list[float] = []
+
+        async def note(_pid: int, epoch: float, into: list[float] = spawned) -> None:
+            into.append(epoch)
+
+        instant = time.time() + delay
+        report = await run(settings, "hello", env=agent_env, on_spawn=note, delay=delay)
+        assert not report.failed
+        assert spawned[0] >= instant

@@ -200,3 +200,57 @@ async def test_pacing_bounds_come_back_as_advice_and_pace_lets_the_daemon_pick(
         assert "T09:30:00+09:00" in recurring.content[0].text
         assert recurring.structured_content["on_missed"] == "skip"
         assert len(recurring.structured_content["next_fire_times"]) == 3
+
+
+def test_the_mcp_command_does_not_import_the_mcp_sdk() -> None:
+    # Importing the SDK alone takes longer than the start-up budget (500 ms).
+    import subprocess
+
+    probe = (
+        "import sys, reeve_lite.cli, reeve_lite.mcp_server; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('mcp', 'mcp_types', 'anyio')))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_protocol_edges_of_the_stdio_server(tmp_path: Any) -> None:
+    """Raw JSON-RPC lines: pings, notifications, unknown methods, garbage, bad arguments."""
+    import io
+    import json
+
+    from reeve_lite.client import Client
+    from reeve_lite.mcp_server import Server, build_tools, serve
+
+    lines = [
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "1999"}},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 2, "method": "ping"},
+        {"jsonrpc": "2.0", "id": 3, "method": "resources/list"},
+        "not json",
+        {"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"name": "nope"}},
+        {
+            "jsonrpc": "2.0",
+            "id": 5,
+            "method": "tools/call",
+            "params": {"name": "get_pulse", "arguments": {"pulse_id": 0}},
+        },
+    ]
+    stdin = io.BytesIO(
+        b"".join(
+            (line if isinstance(line, str) else json.dumps(line)).encode() + b"\n" for line in lines
+        )
+    )
+    stdout = io.BytesIO()
+    client = Client(socket_path=tmp_path / "nobody.sock")
+    serve(Server(build_tools(client, env={})), stdin, stdout)
+    answers = [json.loads(line) for line in stdout.getvalue().splitlines()]
+    assert [a.get("id") for a in answers] == [1, 2, 3, None, 4, 5]
+    assert answers[0]["result"]["protocolVersion"] == "2025-11-25"
+    assert answers[1]["result"] == {}
+    assert answers[2]["error"]["code"] == -32601
+    assert answers[3]["error"]["code"] == -32700
+    assert answers[4]["result"]["isError"] is True
+    assert "schedule_pulse" in answers[4]["result"]["content"][0]["text"]
+    assert answers[5]["result"]["isError"] is True
+    assert "pulse_id" in answers[5]["result"]["content"][0]["text"]

@@ -295,3 +295,21 @@ async def test_a_pulse_never_starts_while_an_earlier_attempt_may_still_run(
     assert done.status is Status.COMPLETED
     assert len(loop.agent.calls()) == 1
     assert checked == [(1, 4242), (1, 4242)]
+
+
+async def test_a_create_due_sooner_than_the_armed_timer_wakes_the_loop(loop: Loop) -> None:
+    later, _ = await loop.store.create(
+        NewPulse(prompt="later", scheduled_at=NOW + timedelta(minutes=10)), now=NOW
+    )
+    loop.scheduler.wake()
+    await asyncio.sleep(0.3)  # the loop now sleeps until NOW + 10 minutes
+    # A create for after the armed time leaves the loop asleep; one for now wakes it.
+    loop.scheduler.wake(due=NOW + timedelta(minutes=30))
+    soon, _ = await loop.store.create(NewPulse(prompt="soon", scheduled_at=NOW), now=NOW)
+    loop.scheduler.wake(due=soon.scheduled_at)
+
+    async def done() -> bool:
+        return (await loop.store.get(soon.pulse_id)).status is Status.COMPLETED
+
+    await wait_until(done)
+    assert (await loop.store.get(later.pulse_id)).status is Status.PENDING
