@@ -7,6 +7,7 @@ from __future__ import annotations
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,10 @@ import pytest
 
 from tests.conftest import Daemon, wait_for
 from tests.report import record
+
+
+def _gone(pid: int) -> bool:
+    return not _alive(pid)
 
 
 def _alive(pid: int) -> bool:
@@ -109,7 +114,7 @@ def test_agent_fault_is_a_recorded_failure_and_the_queue_goes_on(
     calls = [c for c in daemon.agent.calls() if c["pulse_id"] == str(faulty["pulse_id"])]
     assert len(calls) == (0 if fault.broken_command else 1)
     for call in calls:
-        wait_for(lambda c=call: not _alive(c["pid"]), 5, "the agent to be gone")
+        wait_for(partial(_gone, int(call["pid"])), 5, "the agent to be gone")
     grandchild = daemon.agent.directory / f"grandchild-{faulty['pulse_id']}"
     if "[grandchild]" in fault.prompt:
         pid = int(grandchild.read_text())

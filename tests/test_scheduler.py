@@ -153,7 +153,7 @@ async def test_a_refused_finish_is_retried_not_left_processing(
     loop: Loop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     real_finish = loop.store.finish
-    refusals = []
+    refusals: list[int] = []
 
     async def flaky_finish(attempt_id: int, outcome):  # type: ignore[no-untyped-def]
         if len(refusals) < 2:

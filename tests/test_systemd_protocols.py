@@ -92,8 +92,8 @@ def test_no_watchdog_pings_for_another_pid(make_daemon, notify: NotifySocket) ->
 
 
 def test_sighup_rereads_the_configuration(
-    make_daemon,
-    notify: NotifySocket,  # type: ignore[no-untyped-def]
+    make_daemon: Callable[..., Daemon],
+    notify: NotifySocket,
     tmp_path: Path,
 ) -> None:
     conf = tmp_path / "reeve-lite.conf"

@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.systemd.conftest import Container
-from tests.systemd.test_system_units import poll
+from tests.systemd.conftest import Container, poll
 
 pytestmark = pytest.mark.systemd
 
