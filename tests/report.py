@@ -26,9 +26,24 @@ def record(area: str, check: str, result: str) -> None:
         out.write(line)
 
 
+# The order of the summary; other areas follow in the order they were first seen.
+AREAS = (
+    "crash",
+    "faults",
+    "agent faults",
+    "hostile input",
+    "store",
+    "group commit",
+    "access",
+    "backup",
+)
+
+
 def table(rows: list[dict[str, str]]) -> str:
-    """The rows as a Markdown table, grouped by area in first-seen order."""
-    areas = list(dict.fromkeys(row["area"] for row in rows))
+    """The rows as a Markdown table, grouped by area (AREAS first), without repeats."""
+    rows = list({tuple(row.items()): row for row in rows}.values())
+    seen = dict.fromkeys(row["area"] for row in rows)
+    areas = [a for a in AREAS if a in seen] + [a for a in seen if a not in AREAS]
     ordered = sorted(rows, key=lambda row: (areas.index(row["area"]), row["check"]))
     lines = ["| area | check | result |", "| --- | --- | --- |"]
     lines += [f"| {row['area']} | {row['check']} | {row['result']} |" for row in ordered]

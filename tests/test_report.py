@@ -9,7 +9,7 @@ import pytest
 from tests import report
 
 
-def test_rows_are_appended_and_printed_grouped_by_area(
+def test_rows_are_printed_grouped_by_area_without_repeats(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     target = tmp_path / "report.jsonl"
@@ -17,12 +17,15 @@ def test_rows_are_appended_and_printed_grouped_by_area(
     report.record("crash", "kill -9", "lost 0")
     report.record("access", "401 without token", "ok")
     report.record("crash", "integrity_check", "ok")
+    report.record("a new area", "first", "ok")
+    report.record("crash", "integrity_check", "ok")  # a test run twice: one row
     assert report.main([str(target)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[2:] == [
         "| crash | integrity_check | ok |",
         "| crash | kill -9 | lost 0 |",
         "| access | 401 without token | ok |",
+        "| a new area | first | ok |",
     ]
 
 
