@@ -284,7 +284,12 @@ def _healthy(client: Client) -> bool:
 
 
 def test_plain_log_lines_without_the_journal(daemon: Daemon) -> None:
-    [line] = [line for line in daemon.log().splitlines() if "serving on" in line]
+    # The daemon may answer its first request just before it logs that it serves.
+    [line] = wait_for(
+        lambda: [line for line in daemon.log().splitlines() if "serving on" in line],
+        10,
+        "the 'serving on' line",
+    )
     assert line[:4].isdigit()  # a time stamp, no priority prefix
     assert " INFO reeve_lite.daemon: reeve-lite" in line
 
