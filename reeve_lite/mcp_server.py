@@ -17,16 +17,17 @@ from __future__ import annotations
 import json
 import os
 import sys
+import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC
-from typing import IO, Annotated, Any, Literal
+from typing import IO, Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator
 
 from reeve_lite import __version__
 from reeve_lite.client import ApiFailure, Client, DaemonUnreachable
-from reeve_lite.models import NotifyOut, Pulse, PulseList
+from reeve_lite.models import NotifyOut, Pulse, PulseList, json_integer
 from reeve_lite.timeparse import describe_instant
 
 # Revisions with the `initialize` handshake, oldest first; a client asking for
@@ -107,6 +108,15 @@ def _advice(exc: ApiFailure) -> str:
 
 class _Args(BaseModel):
     """A tool's arguments; unknown ones are ignored, as MCP servers commonly do."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _whole_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # As on the API: a number field takes 3 or 3.0, not true nor "3".
+        annotation = cls.model_fields[str(info.field_name)].annotation
+        if int in (annotation, *get_args(annotation)):
+            return json_integer(value)
+        return value
 
 
 class ScheduleArgs(_Args):
@@ -470,6 +480,11 @@ class Server:
             return tool.run(args)
         except ToolError as exc:
             return _error(str(exc))
+        except Exception:
+            # A defect here must not end the session the agent relies on: the
+            # call fails, the traceback goes to stderr (the MCP client's log).
+            traceback.print_exc(file=sys.stderr)
+            return _error(f"{tool.name} failed inside reeve-lite; see the MCP server's log.")
 
 
 def _rpc_result(ident: Any, result: dict[str, Any]) -> dict[str, Any]:
@@ -487,7 +502,7 @@ def serve(server: Server, stdin: IO[bytes], stdout: IO[bytes]) -> None:
             continue
         try:
             message = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deep
             answer: dict[str, Any] | None = _rpc_error(None, PARSE_ERROR, "not JSON")
         else:
             answer = server.handle(message)

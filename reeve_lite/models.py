@@ -83,7 +83,7 @@ class _Strict(_Model):
     model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
-def _json_integer(value: Any) -> Any:
+def json_integer(value: Any) -> Any:
     """A JSON Schema integer: 3 and 3.0, but not true nor "3" (which lax pydantic
     would read as 1 and 3)."""
     if isinstance(value, bool | str):
@@ -176,7 +176,7 @@ class PulseCreate(_Strict):
         default=None, min_length=1, max_length=100, description="See pace_min."
     )
 
-    _max_retries_integer = field_validator("max_retries", mode="before")(_json_integer)
+    _max_retries_integer = field_validator("max_retries", mode="before")(json_integer)
 
     @field_validator("prompt", "sticky_notes")
     @classmethod
@@ -202,7 +202,7 @@ class Notify(_Strict):
         default=None, ge=1, description="The running pulse that asks: its session gets a link."
     )
 
-    _pulse_id_integer = field_validator("pulse_id", mode="before")(_json_integer)
+    _pulse_id_integer = field_validator("pulse_id", mode="before")(json_integer)
 
 
 class NotifyOut(_Model):

@@ -8,9 +8,11 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
+from reeve_lite.models import Pulse
 from tests.conftest import Daemon, clean_env
 
 TOOLS = {
@@ -228,6 +230,8 @@ def test_protocol_edges_of_the_stdio_server(tmp_path: Any) -> None:
         {"jsonrpc": "2.0", "id": 2, "method": "ping"},
         {"jsonrpc": "2.0", "id": 3, "method": "resources/list"},
         "not json",
+        "[" * 100_000,
+        '{"jsonrpc": "2.0", "id": 9, "method": "ping", "params": "\xff"}',
         {"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"name": "nope"}},
         {
             "jsonrpc": "2.0",
@@ -245,12 +249,54 @@ def test_protocol_edges_of_the_stdio_server(tmp_path: Any) -> None:
     client = Client(socket_path=tmp_path / "nobody.sock")
     serve(Server(build_tools(client, env={})), stdin, stdout)
     answers = [json.loads(line) for line in stdout.getvalue().splitlines()]
-    assert [a.get("id") for a in answers] == [1, 2, 3, None, 4, 5]
+    assert [a.get("id") for a in answers] == [1, 2, 3, None, None, 9, 4, 5]
     assert answers[0]["result"]["protocolVersion"] == "2025-11-25"
     assert answers[1]["result"] == {}
     assert answers[2]["error"]["code"] == -32601
     assert answers[3]["error"]["code"] == -32700
-    assert answers[4]["result"]["isError"] is True
-    assert "schedule_pulse" in answers[4]["result"]["content"][0]["text"]
-    assert answers[5]["result"]["isError"] is True
-    assert "pulse_id" in answers[5]["result"]["content"][0]["text"]
+    assert answers[4]["error"]["code"] == -32700  # nested too deep: refused, not a crash
+    assert answers[5]["error"]["code"] == -32602  # params that are not an object
+    assert answers[6]["result"]["isError"] is True
+    assert "schedule_pulse" in answers[6]["result"]["content"][0]["text"]
+    assert answers[7]["result"]["isError"] is True
+    assert "pulse_id" in answers[7]["result"]["content"][0]["text"]
+
+
+def test_a_defect_in_a_tool_fails_the_call_not_the_session(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from reeve_lite.mcp_server import PulseArgs, Server, Tool
+
+    def broken(_args: Any) -> dict[str, Any]:
+        raise KeyError("next_fire_times")
+
+    server = Server({"get_pulse": Tool("get_pulse", "d", PulseArgs, Pulse, broken)})
+    call = {"name": "get_pulse", "arguments": {"pulse_id": 1}}
+    answer = server.handle({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": call})
+    assert answer is not None
+    assert answer["result"]["isError"] is True
+    assert "failed inside reeve-lite" in answer["result"]["content"][0]["text"]
+    assert "KeyError: 'next_fire_times'" in capsys.readouterr().err
+    ping = server.handle({"jsonrpc": "2.0", "id": 2, "method": "ping"})
+    assert ping == {"jsonrpc": "2.0", "id": 2, "result": {}}
+
+
+@pytest.mark.parametrize(
+    ("tool", "field", "arguments"),
+    [
+        ("get_pulse", "pulse_id", {"pulse_id": True}),
+        ("cancel_pulse", "pulse_id", {"pulse_id": "3"}),
+        ("list_upcoming_pulses", "limit", {"limit": False}),
+        ("schedule_pulse", "max_retries", {"prompt": "p", "max_retries": True}),
+    ],
+)
+def test_numbers_are_json_integers_as_on_the_api(
+    tool: str, field: str, arguments: dict[str, Any], tmp_path: Any
+) -> None:
+    from reeve_lite.client import Client
+    from reeve_lite.mcp_server import Server, build_tools
+
+    server = Server(build_tools(Client(socket_path=tmp_path / "nobody.sock"), env={}))
+    answer = server.call(tool, arguments)
+    assert answer["isError"] is True
+    assert f"{field}: Value error, must be a whole number" in answer["content"][0]["text"]
