@@ -169,8 +169,9 @@ class Daemon:
     def log(self) -> str:
         return "".join(Path(name).read_text(errors="replace") for name in self.logs)
 
-    def running_pulse(self, prompt: str = "[sleep 5] work") -> dict[str, Any]:
-        """A pulse whose agent is running and has told its session id."""
+    def running_pulse(self, prompt: str = "[sleep 60] work") -> dict[str, Any]:
+        """A pulse whose agent is running and has told its session id. By default it
+        runs long enough for any test on a loaded machine; stopping the daemon ends it."""
         pulse: dict[str, Any] = self.client().create(prompt=prompt)
         wait_for(
             lambda: any(

@@ -133,7 +133,7 @@ async def test_mistakes_are_tool_errors_that_say_how_to_fix_them(daemon: Daemon)
 
 
 async def test_resume_current_session_uses_the_running_pulse(daemon: Daemon) -> None:
-    running = daemon.running_pulse("[sleep 5] long task")
+    running = daemon.running_pulse()
     async with mcp_session(daemon, REEVE_PULSE_ID=str(running["pulse_id"])) as session:
         made = await call(
             session,
