@@ -23,24 +23,24 @@ def _instant(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
-def _hours_ago(hours: int) -> float:
-    """An on-the-hour instant `hours` back, avoiding the first seconds of an hour (when
-    the current hour's occurrence would still be on time and change the counts)."""
+def _hours_ago(pulse: dict[str, Any], hours: int) -> float:
+    """The hourly pulse's occurrence `hours` before its latest one that is due."""
+    minute = int(pulse["cron"].split()[0])
     now = datetime.now(UTC)
-    if now.minute == 0 and now.second < 5:
-        time.sleep(6)
-        now = datetime.now(UTC)
-    return (now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=hours)).timestamp()
+    latest = now.replace(minute=minute, second=0, microsecond=0)
+    if latest > now:
+        latest -= timedelta(hours=1)
+    return (latest - timedelta(hours=hours)).timestamp()
 
 
-def _downtime(daemon: Daemon, pulse_id: int, hours: int) -> None:
+def _downtime(daemon: Daemon, pulse: dict[str, Any], hours: int) -> None:
     """As if the daemon had been down since the pulse's occurrence `hours` ago."""
     daemon.stop()
-    back = _hours_ago(hours)
+    back = _hours_ago(pulse, hours)
     db = sqlite3.connect(daemon.db)
     db.execute(
         "UPDATE pulses SET occurrence_at = ?, scheduled_at = ? WHERE id = ?",
-        (back, back, pulse_id),
+        (back, back, pulse["pulse_id"]),
     )
     db.commit()
     db.close()
@@ -52,8 +52,12 @@ def _calls(daemon: Daemon, marker: str) -> list[dict[str, Any]]:
 
 
 def _hourly(daemon: Daemon, marker: str, **fields: Any) -> dict[str, Any]:
+    """An hourly pulse whose minute is half an hour from now: its latest occurrence
+    is long past the grace and its next far off, so the test never runs across one
+    (the counts would change with the real clock)."""
+    minute = (datetime.now(UTC).minute + 30) % 60
     pulse: dict[str, Any] = daemon.client().create(
-        prompt=marker, cron="0 * * * *", timezone="UTC", **fields
+        prompt=marker, cron=f"{minute} * * * *", timezone="UTC", **fields
     )
     return pulse
 
@@ -63,7 +67,7 @@ def test_once_runs_one_catch_up_and_records_the_missed_hours(
 ) -> None:
     daemon = make_daemon()
     pulse = _hourly(daemon, "once-marker")
-    _downtime(daemon, pulse["pulse_id"], 3)
+    _downtime(daemon, pulse, 3)
     wait_for(lambda: _calls(daemon, "once-marker"), 10, "the catch-up run")
     shown = wait_for(
         lambda: (
@@ -78,22 +82,22 @@ def test_once_runs_one_catch_up_and_records_the_missed_hours(
     assert len(_calls(daemon, "once-marker")) == 1
     [missed] = shown["missed"]
     assert (missed["count"], missed["action"]) == (4, "caught_up")
-    assert _instant(missed["first_due"]).timestamp() == _hours_ago(3)
-    assert _instant(missed["last_due"]).timestamp() == _hours_ago(0)
+    assert _instant(missed["first_due"]).timestamp() == _hours_ago(pulse, 3)
+    assert _instant(missed["last_due"]).timestamp() == _hours_ago(pulse, 0)
     # Re-armed at the next hour, from the occurrence it ran for.
     assert shown["status"] == "pending"
-    assert _instant(shown["occurrence_at"]).timestamp() == _hours_ago(0) + 3600
+    assert _instant(shown["occurrence_at"]).timestamp() == _hours_ago(pulse, 0) + 3600
     assert "start-up: 4 missed occurrence(s) of overdue pulses: 4 caught up" in daemon.log()
 
 
 def test_skip_records_the_missed_hours_without_running(make_daemon: Callable[..., Daemon]) -> None:
     daemon = make_daemon()
     pulse = _hourly(daemon, "skip-marker", on_missed="skip")
-    _downtime(daemon, pulse["pulse_id"], 2)
+    _downtime(daemon, pulse, 2)
     shown = daemon.client().get(pulse["pulse_id"])
     assert shown["status"] == "pending"
     assert [(m["count"], m["action"]) for m in shown["missed"]] == [(3, "skipped")]
-    assert _instant(shown["occurrence_at"]).timestamp() == _hours_ago(0) + 3600
+    assert _instant(shown["occurrence_at"]).timestamp() == _hours_ago(pulse, 0) + 3600
     assert "skipped 3 occurrences (on_missed=skip)" in shown["last_error"]
     assert "3 skipped" in daemon.log()
     time.sleep(0.5)
@@ -113,7 +117,7 @@ def test_skip_records_the_missed_hours_without_running(make_daemon: Callable[...
 def test_all_runs_each_missed_hour_up_to_the_cap(make_daemon: Callable[..., Daemon]) -> None:
     daemon = make_daemon(REEVE_LITE_CATCHUP_MAX="3", REEVE_LITE_CATCHUP_SPACING="0.2s")
     pulse = _hourly(daemon, "all-marker", on_missed="all")
-    _downtime(daemon, pulse["pulse_id"], 5)
+    _downtime(daemon, pulse, 5)
     wait_for(lambda: len(_calls(daemon, "all-marker")) >= 3, 15, "three catch-up runs")
     shown = wait_for(
         lambda: (
@@ -132,7 +136,7 @@ def test_all_runs_each_missed_hour_up_to_the_cap(make_daemon: Callable[..., Daem
     ]
     starts = [_instant(a["started_at"]) for a in shown["attempts"]]
     assert all(b - a >= timedelta(seconds=0.2) for a, b in itertools.pairwise(starts))
-    assert _instant(shown["occurrence_at"]).timestamp() == _hours_ago(0) + 3600
+    assert _instant(shown["occurrence_at"]).timestamp() == _hours_ago(pulse, 0) + 3600
 
 
 def test_a_pulse_past_its_deadline_after_downtime_expires_unrun(
