@@ -267,32 +267,36 @@ def kill_tree(pgid: int, sig: int = signal.SIGKILL) -> bool:
     return True
 
 
-def process_runs_attempt(pid: int, attempt_id: int) -> bool:
-    """True when process `pid` exists and was started for `attempt_id` (its
-    environment says so), so that a reused pid is never killed by mistake."""
+def process_runs_attempt(pid: int, attempt_id: int, socket: Path) -> bool:
+    """True when process `pid` exists and was started for `attempt_id` by the
+    daemon of `socket` (its environment says both), so that neither a reused pid
+    nor another daemon's agent with the same attempt number is ever killed."""
     try:
-        environ = Path(f"/proc/{pid}/environ").read_bytes()
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     except OSError:
         return False
-    return f"REEVE_ATTEMPT_ID={attempt_id}".encode() in environ.split(b"\0")
+    return (
+        f"REEVE_ATTEMPT_ID={attempt_id}".encode() in environ
+        and f"REEVE_LITE_SOCKET={socket}".encode() in environ
+    )
 
 
-def processes_of_attempt(attempt_id: int) -> list[int]:
-    """The processes started for `attempt_id` (the agent and its children), found by
-    their environment: for an agent whose pid was never recorded (the daemon died
-    between spawning it and writing its pid down)."""
+def processes_of_attempt(attempt_id: int, socket: Path) -> list[int]:
+    """The processes started for `attempt_id` by the daemon of `socket` (the agent
+    and its children), found by their environment: for an agent whose pid was never
+    recorded (the daemon died between spawning it and writing its pid down)."""
     return [
         int(entry.name)
         for entry in Path("/proc").iterdir()
-        if entry.name.isdigit() and process_runs_attempt(int(entry.name), attempt_id)
+        if entry.name.isdigit() and process_runs_attempt(int(entry.name), attempt_id, socket)
     ]
 
 
-def kill_attempt_processes(attempt_id: int) -> bool:
-    """Kill the process group of every process started for `attempt_id`; False
-    when none is left."""
+def kill_attempt_processes(attempt_id: int, socket: Path) -> bool:
+    """Kill the process group of every process started for `attempt_id` by the
+    daemon of `socket`; False when none is left."""
     killed = False
-    for pid in processes_of_attempt(attempt_id):
+    for pid in processes_of_attempt(attempt_id, socket):
         try:
             killed = kill_tree(os.getpgid(pid)) or killed
         except ProcessLookupError:
@@ -360,8 +364,8 @@ class Executor:
         ):
             return True
         if pid is None:
-            return bool(processes_of_attempt(attempt_id))
-        return process_runs_attempt(pid, attempt_id)
+            return bool(processes_of_attempt(attempt_id, self.settings.socket))
+        return process_runs_attempt(pid, attempt_id, self.settings.socket)
 
     async def stop_orphan(
         self, *, pulse_id: int, number: int, attempt_id: int, pid: int | None
@@ -376,8 +380,8 @@ class Executor:
             await self._systemctl("stop", unit)
             return True
         if pid is None:
-            return kill_attempt_processes(attempt_id)
-        if process_runs_attempt(pid, attempt_id):
+            return kill_attempt_processes(attempt_id, self.settings.socket)
+        if process_runs_attempt(pid, attempt_id, self.settings.socket):
             kill_tree(pid)
             return True
         return False

@@ -421,23 +421,32 @@ async def test_an_orphan_without_a_recorded_pid_is_found_by_its_attempt(
     tmp_path: Path, fake_agent: FakeAgent, agent_env: dict[str, str]
 ) -> None:
     # An agent spawned just before the daemon died: its pid was never written down.
-    orphan = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(60)"],
-        env=agent_env | {"REEVE_ATTEMPT_ID": "4711"},
-        start_new_session=True,
+    # Beside it, another daemon's agent that happens to run an attempt 4711 too.
+    settings = settings_for(tmp_path, fake_agent)
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    ours, theirs = (
+        subprocess.Popen(
+            sleeper,
+            env=agent_env | {"REEVE_ATTEMPT_ID": "4711", "REEVE_LITE_SOCKET": str(socket)},
+            start_new_session=True,
+        )
+        for socket in (settings.socket, tmp_path / "another-daemon.sock")
     )
     try:
-        executor = Executor(settings_for(tmp_path, fake_agent), env=agent_env)
+        executor = Executor(settings, env=agent_env)
         ident = {"pulse_id": 7, "number": 1, "pid": None}
-        wait_for(lambda: Path(f"/proc/{orphan.pid}/environ").read_bytes(), 5, "the environment")
+        for environ in (Path(f"/proc/{p.pid}/environ") for p in (ours, theirs)):
+            wait_for(environ.read_bytes, 5, "the environment")
         assert await executor.orphan_running(attempt_id=4711, **ident)  # type: ignore[arg-type]
         assert not await executor.orphan_running(attempt_id=4712, **ident)  # type: ignore[arg-type]
         assert await executor.stop_orphan(attempt_id=4711, **ident)  # type: ignore[arg-type]
-        assert orphan.wait(timeout=5) == -9
+        assert ours.wait(timeout=5) == -9
         assert not await executor.orphan_running(attempt_id=4711, **ident)  # type: ignore[arg-type]
+        assert theirs.poll() is None, "another daemon's agent was killed"
     finally:
-        orphan.kill()
-        orphan.wait()
+        for proc in (ours, theirs):
+            proc.kill()
+            proc.wait()
 
 
 async def test_a_delayed_run_never_starts_before_its_instant(
