@@ -30,18 +30,15 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from statistics import quantiles
 
-from bench.common import AGENT_ARGV, Row, met, running_daemon
+from bench.common import AGENT_ARGV, Row, met, pct, running_daemon
 from reeve_lite.executor import watch_children_with_pidfd
 from reeve_lite.store import NewPulse, Store
 
 
 def stats(values: list[float]) -> tuple[float, float, float, float]:
     """(min, p50, p99, max) of `values`."""
-    ordered = sorted(values)
-    cuts = quantiles(ordered, n=100, method="inclusive")
-    return ordered[0], cuts[49], cuts[98], ordered[-1]
+    return min(values), pct(values, 50), pct(values, 99), max(values)
 
 
 def read_agent_log(path: Path) -> dict[str, float]:

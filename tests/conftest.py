@@ -3,6 +3,7 @@ running the fake agent in `fake_hapi.py`."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import shlex
@@ -42,6 +43,19 @@ def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def modules_loaded_by(
+    imports: str, packages: tuple[str, ...], names: tuple[str, ...] = ()
+) -> list[str]:
+    """The modules of `packages` (top-level names) and the modules `names` that
+    `import {imports}` loads, in a fresh interpreter."""
+    probe = (
+        f"import sys, {imports}; print(sorted(m for m in sys.modules "
+        f"if m.split('.')[0] in {packages!r} or m in {names!r}))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return list(ast.literal_eval(done.stdout.strip()))
 
 
 def free_port() -> int:

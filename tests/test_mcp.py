@@ -13,7 +13,7 @@ from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
 from reeve_lite.models import Pulse
-from tests.conftest import Daemon, clean_env
+from tests.conftest import Daemon, clean_env, modules_loaded_by
 
 TOOLS = {
     "schedule_pulse",
@@ -156,17 +156,15 @@ async def test_unreachable_daemon_is_a_tool_error(daemon: Daemon, tmp_path: Any)
 
 
 def test_the_mcp_command_imports_nothing_of_the_daemon() -> None:
-    import subprocess
-
-    probe = (
-        "import sys, reeve_lite.cli, reeve_lite.mcp_server; "
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('aiohttp', 'aiosqlite', 'croniter') or m in "
-        "('reeve_lite.daemon', 'reeve_lite.store', 'reeve_lite.scheduler', "
-        "'reeve_lite.api', 'reeve_lite.executor')))"
+    daemon_modules = ("daemon", "store", "scheduler", "api", "executor")
+    assert (
+        modules_loaded_by(
+            "reeve_lite.cli, reeve_lite.mcp_server",
+            ("aiohttp", "aiosqlite", "croniter"),
+            tuple(f"reeve_lite.{m}" for m in daemon_modules),
+        )
+        == []
     )
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "[]"
 
 
 async def test_pacing_bounds_come_back_as_advice_and_pace_lets_the_daemon_pick(
@@ -206,14 +204,8 @@ async def test_pacing_bounds_come_back_as_advice_and_pace_lets_the_daemon_pick(
 
 def test_the_mcp_command_does_not_import_the_mcp_sdk() -> None:
     # Importing the SDK alone takes longer than the start-up budget (500 ms).
-    import subprocess
-
-    probe = (
-        "import sys, reeve_lite.cli, reeve_lite.mcp_server; "
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('mcp', 'mcp_types', 'anyio')))"
-    )
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "[]"
+    sdk = ("mcp", "mcp_types", "anyio")
+    assert modules_loaded_by("reeve_lite.cli, reeve_lite.mcp_server", sdk) == []
 
 
 def test_protocol_edges_of_the_stdio_server(tmp_path: Any) -> None:

@@ -9,14 +9,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from tests.conftest import modules_loaded_by
+
 
 def test_the_daemon_starts_without_croniter() -> None:
-    probe = (
-        "import sys, reeve_lite.cli, reeve_lite.daemon; "
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('croniter', 'dateutil')))"
-    )
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "[]"
+    lazy = ("croniter", "dateutil")
+    assert modules_loaded_by("reeve_lite.cli, reeve_lite.daemon", lazy) == []
 
 
 def test_cron_still_works_once_imported_lazily() -> None:
