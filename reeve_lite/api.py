@@ -31,8 +31,8 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from reeve_lite import __version__
+from reeve_lite.agent import compose_prompt
 from reeve_lite.config import Settings
-from reeve_lite.executor import compose_prompt
 from reeve_lite.models import (
     ErrorOut,
     FireTime,
@@ -223,11 +223,14 @@ async def status(_request: web.Request, ctx: Context) -> web.Response:
                     started_at=r.started_at,
                     pid=r.pid,
                     session_id=r.stream.session_id,
+                    progress=r.stream.progress(),
                 )
                 for r in runs
             ],
             max_concurrent=ctx.settings.max_concurrent,
             executor=ctx.scheduler.executor.mode,
+            agent=ctx.scheduler.executor.profile.name,
+            last_denial=ctx.scheduler.last_denial,
             limits_unenforced=ctx.scheduler.executor.unenforced,
             last_error=ctx.scheduler.last_error,
         )
@@ -528,6 +531,11 @@ async def notify(request: web.Request, ctx: Context) -> web.Response:
         log.error("notification not sent: %s", exc)
         raise ApiError(502, "telegram_error", str(exc)) from None
     log.info("notification sent to %d chat(s) (%s)", len(s.telegram_chat_ids), body.priority)
+    if body.pulse_id is not None:
+        # The run answered its user: the Telegram listener sends no answer of its own.
+        for run in ctx.scheduler.runs.values():
+            if run.pulse_id == body.pulse_id:
+                await ctx.store.count_notifications(run.attempt_id, sent)
     return json_response(
         NotifyOut(chats=list(s.telegram_chat_ids), messages=sent, link=link.url if link else None)
     )

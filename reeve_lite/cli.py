@@ -152,6 +152,13 @@ def _parser() -> argparse.ArgumentParser:
         "default for the system service",
     )
     sub.add_parser(
+        "doctor",
+        parents=[client],
+        help="check that pulses can run: daemon, agent CLI, Desk, MCP tools, Telegram",
+        description="One line per check, with the fix when it fails; exit status 1 when "
+        "any check fails.",
+    )
+    sub.add_parser(
         "echo-agent",
         add_help=False,
         help="stand-in agent that answers in Claude Code's stream-json",
@@ -200,6 +207,10 @@ def main(argv: list[str] | None = None) -> int:
 
         setup_logging(settings.log_level)
         return listen(settings, settings.db.parent)
+    if args.command == "doctor":
+        from reeve_lite.doctor import run as doctor
+
+        return doctor(settings)
     if args.command == "mcp":
         from reeve_lite.client import Client
         from reeve_lite.mcp_server import run
@@ -315,7 +326,8 @@ def _print_human(command: str, data: Any, zone: ZoneInfo) -> None:
         counts = ", ".join(f"{n} {s}" for s, n in data["counts"].items() if n)
         print(
             f"reeve-lite {data['version']}, up {format_duration(data['uptime_s'])}, "
-            f"executor {data['executor']}, max {data['max_concurrent']} at once"
+            f"agent {data.get('agent') or '?'}, executor {data['executor']}, "
+            f"max {data['max_concurrent']} at once"
         )
         print(f"pulses: {counts or 'none'}")
         print(
@@ -323,9 +335,15 @@ def _print_human(command: str, data: Any, zone: ZoneInfo) -> None:
             + (f", pulse {data['next_due_pulse_id']}" if data["next_due_pulse_id"] else "")
         )
         for run in data["running"]:
-            print(f"running: pulse {run['pulse_id']} since {_when(run['started_at'], zone)}")
+            progress = f" ({run['progress']})" if run.get("progress") else ""
+            print(
+                f"running: pulse {run['pulse_id']} since {_when(run['started_at'], zone)}"
+                + progress
+            )
         if data["last_error"]:
             print(f"last error: {data['last_error']}")
+        if data.get("last_denial"):
+            print(f"last denied tools: {data['last_denial']}")
     else:
         _print_pulse(
             data,
@@ -400,6 +418,8 @@ def _print_pulse(p: dict[str, Any], zone: ZoneInfo, verb: str | None) -> None:
         )
         if a["error"]:
             print(f"    error: {a['error']}")
+        if a.get("denials"):
+            print(f"    denied: {', '.join(a['denials'])}")
         if a["result"]:
             print(f"    result: {_short(a['result'], 200)}")
 

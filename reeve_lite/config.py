@@ -23,6 +23,8 @@ from zoneinfo import ZoneInfo
 from reeve_lite.timeparse import TimeParseError, parse_duration
 
 PREFIX = "REEVE_LITE_"
+# The agent profiles (reeve_lite.agent), here so that the CLI need not import it.
+AGENT_PROFILES = ("auto", "hapi", "claude", "command")
 # Who created a pulse ("api", "cli", "telegram", "reeve" for the agent itself ...).
 # Here rather than in models so that the CLI starts without importing pydantic.
 SOURCE_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
@@ -45,7 +47,9 @@ class Settings:
     token_file: Path | None
     socket_mode: int
     socket_require_token: bool
+    agent: str
     agent_command: tuple[str, ...]
+    agent_mcp: bool
     desk: Path
     max_concurrent: int
     timezone: str
@@ -155,6 +159,10 @@ def _command(raw: str) -> tuple[str, ...]:
     if not parts:
         raise ValueError("expected a command, e.g. 'hapi'")
     return parts
+
+
+def _optional_command(raw: str) -> tuple[str, ...]:
+    return _command(raw) if raw.strip() else ()
 
 
 def _choice(*choices: str) -> Callable[[str], str]:
@@ -379,11 +387,27 @@ SETTINGS: tuple[Setting, ...] = (
         "Require the token on the Unix socket too",
     ),
     Setting(
+        "agent",
+        _choice(*AGENT_PROFILES),
+        _const("auto"),
+        "Agent CLI: hapi (`hapi claude`), claude, command (AGENT_COMMAND), or auto: "
+        "AGENT_COMMAND if set, else hapi, else claude, from the daemon's PATH",
+        flag="--agent",
+    ),
+    Setting(
         "agent_command",
-        _command,
-        _const("hapi"),
-        "Agent CLI (split like a shell, never run by one); Claude Code flags are appended",
+        _optional_command,
+        _const(""),
+        "A Claude Code-compatible agent command (split like a shell, never run by one); "
+        "Claude Code's flags are appended",
         flag="--agent-command",
+    ),
+    Setting(
+        "agent_mcp",
+        _bool,
+        _const("on"),
+        "Give each run this daemon's MCP tools (--mcp-config) and allow exactly those; "
+        "off: wire MCP yourself",
     ),
     Setting(
         "desk",

@@ -1,20 +1,22 @@
 """Run the agent CLI for one attempt and report how it went.
 
-The command is `AGENT --print --output-format stream-json --verbose
-[--resume SESSION] -- PROMPT`, argv only (never a shell), in the Desk
-directory, in a process group of its own so that a timeout or a shutdown
-kills the whole tree. Under systemd the command is wrapped in a transient
-scope (`systemd-run --scope`) with the configured resource limits.
+The agent's argv comes from its profile (`reeve_lite.agent`): argv only, never
+a shell, in the Desk directory, in a process group of its own. Under systemd
+the command is wrapped in a transient scope (`systemd-run --scope`) or a
+transient service with the configured resource limits.
 
 The agent's stdout and stderr are read as one stream: JSON lines are parsed
-for the session id, the result and its cost; only a capped tail is kept, so a
-flood of output costs bounded memory.
+for the session id, the result, its cost and the denied tools; only a capped
+tail is kept, so a flood of output costs bounded memory. When the attempt
+ends, nothing it started is left running: its process group, its unit, and
+any process that carries its attempt id in its environment (a CLI that
+detaches a helper with `setsid()`, as hapi does) are stopped.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import logging
 import os
 import shutil
@@ -24,14 +26,20 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from reeve_lite.agent import (
+    STOPPED,
+    Profile,
+    StreamState,
+    judge,
+    mcp_config,
+    resolve_profile,
+)
 from reeve_lite.config import Settings
 from reeve_lite.systemd import JournalLines, journal_attached
 
 log = logging.getLogger(__name__)
 
-AGENT_FLAGS = ("--print", "--output-format", "stream-json", "--verbose")
 # Variables that speak for the daemon's own unit; a child must not act on them.
 _UNIT_VARIABLES = (
     "NOTIFY_SOCKET",
@@ -43,63 +51,10 @@ _UNIT_VARIABLES = (
 )
 _SECRET_VARIABLES = ("REEVE_LITE_API_TOKEN", "REEVE_LITE_TELEGRAM_TOKEN")
 MAX_LINE = 1024 * 1024  # a longer line is not parsed (a result event is far shorter)
-MAX_RESULT_CHARS = 65536
 KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL of the tree
 READ_CHUNK = 65536
 # How far ahead of a due instant the event loop wakes the run (see `Executor.run`).
 SPIN_LEAD = 0.003
-_STOPPED = "stopped: the daemon shut down before the run ended"
-
-
-@dataclass
-class StreamState:
-    """What the agent's stream-json output has told so far."""
-
-    session_id: str | None = None
-    is_error: bool = False
-    result: str | None = None
-    errors: list[str] = field(default_factory=list)
-    cost_usd: float | None = None
-    num_turns: int | None = None
-
-    def feed(self, line: bytes) -> None:
-        """Take one output line; lines that are not JSON objects are ignored."""
-        line = line.strip()
-        if not line.startswith(b"{"):
-            return
-        try:
-            event = json.loads(line)
-        except (ValueError, RecursionError):  # deep nesting exhausts the parser's stack
-            return
-        if isinstance(event, dict):
-            self._event(event)
-
-    def _event(self, event: dict[str, Any]) -> None:
-        kind = event.get("type")
-        session = event.get("session_id")
-        if kind == "system" and event.get("subtype") == "init" and isinstance(session, str):
-            self.session_id = session
-        elif kind == "result":
-            if isinstance(session, str):
-                self.session_id = session
-            self.is_error = bool(event.get("is_error")) or event.get("subtype") not in (
-                None,
-                "success",
-            )
-            result = event.get("result")
-            if isinstance(result, str):
-                self.result = result[:MAX_RESULT_CHARS]
-            errors = event.get("errors")
-            if isinstance(errors, list):
-                self.errors = [str(e)[:2000] for e in errors[:20]]
-            cost = event.get("total_cost_usd")
-            if isinstance(cost, int | float) and not isinstance(cost, bool):
-                self.cost_usd = float(cost)
-            turns = event.get("num_turns")
-            if isinstance(turns, int) and not isinstance(turns, bool):
-                self.num_turns = turns
-            if self.is_error and not self.errors and event.get("subtype") not in (None, "success"):
-                self.errors = [str(event.get("subtype"))]
 
 
 @dataclass
@@ -115,23 +70,10 @@ class RunReport:
     output_tail: str
     timed_out: bool = False
     stopped: bool = False
-
-
-def compose_prompt(prompt: str, sticky_notes: Sequence[str]) -> str:
-    """The prompt handed to the agent: the pulse's prompt, then its reminders."""
-    if not sticky_notes:
-        return prompt
-    reminders = "\n".join(f"- {note}" for note in sticky_notes)
-    return f"{prompt}\n\nReminders:\n{reminders}"
-
-
-def agent_argv(command: Sequence[str], prompt: str, session_id: str | None) -> list[str]:
-    """The agent's argv. The prompt goes last, after `--`, so that a prompt that
-    begins with `-` is never read as a flag (nor as a flag's value)."""
-    argv = [*command, *AGENT_FLAGS]
-    if session_id:
-        argv += ["--resume", session_id]
-    return [*argv, "--", prompt]
+    # The session it was to resume does not exist any more.
+    session_gone: bool = False
+    # Processes of the attempt still running after its main process ended.
+    leftovers: int = 0
 
 
 def _limits(settings: Settings) -> list[str]:
@@ -328,6 +270,12 @@ class Executor:
                 "(not booted with systemd, or no user manager); use auto or off"
             )
         self.manager = manager
+        self.profile: Profile = resolve_profile(
+            settings.agent,
+            settings.agent_command,
+            path=self._env.get("PATH"),
+            mcp=settings.agent_mcp,
+        )
         # Under systemd the agent's output also goes to the journal, line by line.
         self._journal = journal_attached(self._env)
         self.unenforced = unenforced_limits(settings, manager) if manager else []
@@ -406,21 +354,25 @@ class Executor:
         attempt_id: int,
         number: int,
         prompt: str,
-        sticky_notes: Sequence[str],
         session_id: str | None,
         stop: asyncio.Event,
         on_spawn: Callable[[int, float], Awaitable[None]],
         delay: float = 0.0,
         stream: StreamState | None = None,
+        private: Sequence[str] = (),
     ) -> RunReport:
         """Run the agent for one attempt until it exits, times out or `stop` is set.
 
-        The process starts `delay` seconds from now (everything else is
-        prepared first); `on_spawn(pid, epoch)` is awaited right after it started.
+        `prompt` is the whole text the agent gets (notes included); neither it nor
+        any of `private` shows in the report's error. The process starts `delay`
+        seconds from now (everything else is prepared first); `on_spawn(pid,
+        epoch)` is awaited right after it started.
         """
         deadline = time.monotonic() + delay
         s = self.settings
-        argv = agent_argv(s.agent_command, compose_prompt(prompt, sticky_notes), session_id)
+        tools = mcp_config(s.socket, pulse_id=pulse_id, attempt_id=attempt_id)
+        argv = self.profile.argv(prompt, session_id=session_id, mcp_config=tools)
+        private = [prompt, *private, *(t for t in (s.api_token, s.telegram_token) if t)]
         env = agent_environment(
             self._env, pulse_id=pulse_id, attempt_id=attempt_id, socket=s.socket
         )
@@ -446,7 +398,7 @@ class Executor:
             while time.monotonic() < deadline and not stop.is_set():  # noqa: ASYNC110 - a spin, not a wait
                 await asyncio.sleep(0)
         if stop.is_set():
-            return RunReport(time.time(), 0, None, True, _STOPPED, StreamState(), "", stopped=True)
+            return RunReport(time.time(), 0, None, True, STOPPED, StreamState(), "", stopped=True)
         started = time.time()
         t0 = time.monotonic()
         try:
@@ -455,13 +407,15 @@ class Executor:
                 *argv,
                 cwd=s.desk,
                 env=env,
-                stdin=asyncio.subprocess.DEVNULL,
+                stdin=asyncio.subprocess.PIPE
+                if self.profile.prompt_on_stdin
+                else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
             )
         except OSError as exc:
-            reason = _spawn_error(argv[0] if not self.manager else s.agent_command[0], exc, s.desk)
+            reason = _spawn_error(self.profile, exc, s.desk)
             return RunReport(started, 0, None, True, reason, StreamState(), "")
         spawned = time.time()
         assert proc.stdout is not None
@@ -476,9 +430,15 @@ class Executor:
             else None
         )
         reader = asyncio.create_task(self._read(proc.stdout, stream, tail, journal))
+        feeder = (
+            asyncio.create_task(_feed(proc.stdin, prompt.encode()))
+            if proc.stdin is not None
+            else None
+        )
         waiter = asyncio.create_task(proc.wait())
         stopper = asyncio.create_task(stop.wait())
         timed_out = stopped = False
+        leftovers = 0
         try:
             # Inside the try: if recording the start fails, the run is still reaped.
             await on_spawn(proc.pid, spawned)
@@ -493,8 +453,12 @@ class Executor:
                 await self._terminate(proc.pid, waiter)
         finally:
             stopper.cancel()
-            # Whatever the leader left behind in its group goes with it.
+            if feeder is not None:
+                feeder.cancel()
+            # Whatever the leader left behind in its group goes with it, and so
+            # does what left the group (it may hold the output pipe open).
             kill_tree(proc.pid)
+            leftovers = await self._contain(attempt_id, unit)
             await asyncio.wait({reader}, timeout=2.0)
             reader.cancel()
             if journal is not None:
@@ -507,9 +471,17 @@ class Executor:
         unit_result = _unit_result(tail_text) if self.mode == "service" else None
         if unit_result == "timeout":
             timed_out = True  # systemd stopped the unit at RuntimeMaxSec
-        error = _judge(
-            code, stream, tail_text, timed_out=timed_out, stopped=stopped, timeout=s.agent_timeout
+        verdict = judge(
+            code,
+            stream,
+            tail_text,
+            timed_out=timed_out,
+            stopped=stopped,
+            timeout=s.agent_timeout,
+            program=self.profile.program,
+            private=private,
         )
+        error = verdict.error
         if unit_result == "oom-kill":
             error = f"killed for using more memory than MemoryMax={s.scope_memory_max}"
         return RunReport(
@@ -522,7 +494,35 @@ class Executor:
             output_tail=tail_text,
             timed_out=timed_out,
             stopped=stopped,
+            session_gone=verdict.session_gone,
+            leftovers=leftovers,
         )
+
+    async def _contain(self, attempt_id: int, unit: str | None) -> int:
+        """Stop whatever the attempt left running once its main process ended: the
+        rest of a scope, and any process that carries the attempt's id (one that
+        left the process group with `setsid()`). How many were found."""
+        if (
+            self.mode == "scope"
+            and unit is not None
+            and await self._systemctl("is-active", "--quiet", unit) == 0
+        ):
+            await self._systemctl("stop", unit)
+        found = processes_of_attempt(attempt_id, self.settings.socket)
+        for pid in found:
+            with contextlib.suppress(ProcessLookupError):
+                # Its group too: a daemonized helper may have children of its own.
+                kill_tree(os.getpgid(pid))
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        if found:
+            log.info(
+                "attempt=%d: stopped %d process(es) it left behind: %s",
+                attempt_id,
+                len(found),
+                ", ".join(_command_name(pid) for pid in found[:5]),
+            )
+        return len(found)
 
     async def _terminate(self, pgid: int, waiter: asyncio.Task[int]) -> None:
         kill_tree(pgid, signal.SIGTERM)
@@ -569,42 +569,37 @@ class Executor:
                 journal.send(bytes(line))
 
 
-def _spawn_error(program: str, exc: OSError, desk: Path) -> str:
+async def _feed(pipe: asyncio.StreamWriter, data: bytes) -> None:
+    """Write the prompt to the agent's stdin and close it (the CLI reads to EOF)."""
+    try:
+        pipe.write(data)
+        await pipe.drain()
+        pipe.close()
+        await pipe.wait_closed()
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the agent exited without reading it: its exit says why
+
+
+def _spawn_error(profile: Profile, exc: OSError, desk: Path) -> str:
+    program = profile.command[0]
     if exc.filename is not None and Path(exc.filename) in (desk, *desk.parents):
         return f"cannot use the Desk directory {str(desk)!r}: {exc.strerror}"
     if isinstance(exc, FileNotFoundError):
-        return f"agent command not found: {program!r} (install it or set REEVE_LITE_AGENT_COMMAND)"
+        setting = "REEVE_LITE_AGENT_COMMAND" if profile.name == "command" else "REEVE_LITE_AGENT"
+        return (
+            f"agent command not found: {program!r} is not on the daemon's PATH "
+            f"(install it, or set {setting})"
+        )
     if isinstance(exc, PermissionError):
         return f"agent command not executable: {program!r} ({exc.strerror})"
     return f"cannot start the agent {program!r}: {exc.strerror or exc}"
 
 
-def _judge(
-    code: int | None,
-    stream: StreamState,
-    tail: str,
-    *,
-    timed_out: bool,
-    stopped: bool,
-    timeout: float,
-) -> str | None:
-    """The failure reason of a finished run, or None when it succeeded."""
-    detail = "; ".join(stream.errors) if stream.errors else _last_line(tail)
-    if timed_out:
-        return f"timed out after {timeout:g}s; the run's process group was killed"
-    if stopped:
-        return _STOPPED
-    if code is None:
-        return "the agent's exit status is unknown"
-    if code < 0:
-        name = signal.Signals(-code).name if -code in signal.Signals.__members__.values() else code
-        return f"agent killed by signal {name}" + (f": {detail}" if detail else "")
-    if code != 0:
-        return f"agent exited with status {code}" + (f": {detail}" if detail else "")
-    if stream.is_error:
-        text = detail or stream.result or "no detail"
-        return f"agent reported an error: {text}"
-    return None
+def _command_name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip() or str(pid)
+    except OSError:
+        return str(pid)
 
 
 def _unit_result(tail: str) -> str | None:
@@ -614,11 +609,3 @@ def _unit_result(tail: str) -> str | None:
         if line.startswith("Finished with result: "):
             return line.removeprefix("Finished with result: ").strip()
     return None
-
-
-def _last_line(text: str) -> str:
-    for line in reversed(text.strip().splitlines()):
-        line = line.strip()
-        if line and not line.startswith("{"):
-            return line[:500]
-    return ""

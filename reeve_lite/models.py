@@ -236,6 +236,11 @@ class Attempt(_Model):
     cost_usd: float | None
     num_turns: int | None
     pid: int | None = Field(default=None, description="Agent process (or scope leader) id.")
+    denials: list[str] = Field(
+        default_factory=list,
+        description="Tools the agent asked for and was refused (permission_denials), by name.",
+    )
+    notified: int = Field(default=0, description="Messages sent to the user during the attempt.")
 
 
 class Missed(_Model):
@@ -334,6 +339,11 @@ class RunningAttempt(_Model):
     session_id: str | None = Field(
         default=None, description="The agent's session, once its first event told it."
     )
+    progress: str | None = Field(
+        default=None,
+        description="What the run is waiting on, e.g. 'API retry 3/10: ...' while the agent "
+        "retries its API.",
+    )
 
 
 class StatusOut(_Model):
@@ -347,12 +357,16 @@ class StatusOut(_Model):
     running: list[RunningAttempt]
     max_concurrent: int
     executor: str = Field(description="'scope' or 'service' (transient systemd units) or 'plain'.")
+    agent: str = Field(default="", description="The agent profile: hapi, claude or command.")
     limits_unenforced: list[str] = Field(
         default_factory=list,
         description="Configured limits (e.g. scope_memory_max) that systemd cannot enforce "
         "here because the cgroup controller is missing.",
     )
     last_error: str | None
+    last_denial: str | None = Field(
+        default=None, description="The last tools an agent run was refused, and the pulse."
+    )
 
 
 class ErrorBody(_Model):

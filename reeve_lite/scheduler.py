@@ -21,8 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from reeve_lite.agent import StreamState, compose_prompt, retry_prompt
 from reeve_lite.config import Settings
-from reeve_lite.executor import Executor, RunReport, StreamState
+from reeve_lite.executor import Executor, RunReport
 from reeve_lite.models import Pulse, Status
 from reeve_lite.policy import After, Policy, Review, after_failure, after_success, review
 from reeve_lite.store import DEFAULT_KEY, Claim, Outcome, Store
@@ -71,6 +72,20 @@ class Run:
     stream: StreamState = field(default_factory=StreamState)
 
 
+def what_to_send(claim: Claim) -> tuple[str, str | None]:
+    """The prompt and the session to resume for a claimed attempt.
+
+    A retry whose previous attempt started a session (the task is in that
+    conversation already) resumes it with a short note on how that attempt
+    ended, so a session never holds copies of one prompt. Any other attempt
+    sends the pulse's prompt and notes, resuming the pulse's own session if it
+    has one."""
+    pulse, previous = claim.pulse, claim.previous
+    if previous is not None and previous.session_id and previous.session_id == pulse.session_id:
+        return retry_prompt(claim.number, previous.error), previous.session_id
+    return compose_prompt(pulse.prompt, pulse.sticky_notes), pulse.session_id
+
+
 class Scheduler:
     """Owns the timer and the running attempts of one daemon."""
 
@@ -83,6 +98,7 @@ class Scheduler:
         self.clock = clock
         self.runs: dict[int, Run] = {}
         self.last_error: str | None = None
+        self.last_denial: str | None = None
         self._wake = asyncio.Event()
         # Set whenever the queue may have changed (the loop ran): for status lines.
         self.changed = asyncio.Event()
@@ -293,17 +309,18 @@ class Scheduler:
                 if blocked is not None:
                     report = _not_started(blocked)
                 else:
+                    prompt, session = what_to_send(claim)
                     report = await self.executor.run(
                         delay=(pulse.scheduled_at - self.clock()).total_seconds(),
                         pulse_id=pulse.pulse_id,
                         attempt_id=claim.attempt_id,
                         number=claim.number,
-                        prompt=pulse.prompt,
-                        sticky_notes=pulse.sticky_notes,
-                        session_id=pulse.session_id,
+                        prompt=prompt,
+                        session_id=session,
                         stop=self._stop_runs,
                         on_spawn=spawned,
                         stream=run.stream,
+                        private=(pulse.prompt, *pulse.sticky_notes),
                     )
             except Exception as exc:
                 log.exception("pulse=%d attempt=%d: the run failed", pulse.pulse_id, claim.number)
@@ -342,10 +359,10 @@ class Scheduler:
     async def _record(self, claim: Claim, report: RunReport) -> None:
         pulse = claim.pulse
         now = self.clock()
-        if report.stopped:
-            # Not the pulse's fault: it runs again first thing after the restart, as
-            # a run already judged (however long the daemon stays down, it is not
-            # "missed"; its deadline still holds).
+        if report.stopped or report.session_gone:
+            # Not the pulse's fault: it runs again first thing (after the restart,
+            # or as a new session), as a run already judged (however long the daemon
+            # stays down, it is not "missed"; its deadline still holds).
             state = After(
                 Status.PENDING,
                 now,
@@ -376,8 +393,19 @@ class Scheduler:
                 cost_usd=stream.cost_usd,
                 num_turns=stream.num_turns,
                 then=state,
+                denials=stream.denials,
+                forget_session=report.session_gone,
             ),
         )
+        if stream.denials:
+            self.last_denial = f"pulse {pulse.pulse_id}: {', '.join(stream.denials)}"
+            log.warning(
+                "pulse=%d attempt=%d: the agent was refused %s (see the README: the agent's "
+                "permissions)",
+                pulse.pulse_id,
+                claim.number,
+                ", ".join(stream.denials),
+            )
         if report.failed:
             self.last_error = f"pulse {pulse.pulse_id}: {report.error}"
             when = f" at {state.scheduled_at:%Y-%m-%d %H:%M:%S}Z" if state.scheduled_at else ""

@@ -142,6 +142,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # cleared) before its pulse starts again.
         "ALTER TABLE attempts ADD COLUMN orphan INTEGER NOT NULL DEFAULT 0",
     ),
+    # 4: what the agent was refused (a JSON list of tool names), and how many
+    # notifications the attempt sent (a Telegram message is answered once).
+    (
+        "ALTER TABLE attempts ADD COLUMN denials TEXT",
+        "ALTER TABLE attempts ADD COLUMN notified INTEGER NOT NULL DEFAULT 0",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 # How long a statement waits inside SQLite for a lock another process holds;
@@ -240,6 +246,17 @@ class Claim:
     attempt_id: int
     number: int
     orphans: tuple[Orphan, ...] = ()
+    # For a retry: the attempt before it, whose session may already hold the task.
+    previous: Previous | None = None
+
+
+@dataclass(frozen=True)
+class Previous:
+    """The last finished attempt of a pulse that is being retried."""
+
+    number: int
+    session_id: str | None
+    error: str | None
 
 
 @dataclass(frozen=True)
@@ -272,6 +289,9 @@ class Outcome:
     then: After = COMPLETED
     # The attempt's process may outlive it (a crash cut it): check before the next.
     orphan: bool = False
+    denials: Sequence[str] = ()
+    # The session the pulse was to resume is gone: the pulse forgets it.
+    forget_session: bool = False
 
 
 @dataclass(frozen=True)
@@ -366,6 +386,8 @@ def _attempt(row: sqlite3.Row) -> Attempt:
         cost_usd=row["cost_usd"],
         num_turns=row["num_turns"],
         pid=row["pid"],
+        denials=json.loads(row["denials"]) if row["denials"] else [],
+        notified=row["notified"],
     )
 
 
@@ -918,14 +940,31 @@ class Store:
             (pulse.pulse_id,),
         ) as cur:
             orphans = tuple(Orphan(r["id"], r["number"], r["pid"]) for r in await cur.fetchall())
+        previous = None
+        if pulse.retry_count > 0:
+            async with db.execute(
+                "SELECT number, session_id, error FROM attempts WHERE pulse_id = ? "
+                "AND finished_at IS NOT NULL AND is_error = 1 ORDER BY number DESC LIMIT 1",
+                (pulse.pulse_id,),
+            ) as cur:
+                last = await cur.fetchone()
+            if last is not None:
+                previous = Previous(last["number"], last["session_id"], last["error"])
         claimed = pulse.model_copy(update={"status": Status.PROCESSING})
-        return Claim(claimed, attempt["id"], attempt["number"], orphans)
+        return Claim(claimed, attempt["id"], attempt["number"], orphans, previous)
 
     async def clear_orphans(self, attempt_ids: Sequence[int]) -> None:
         """The processes of these cut attempts are known to be gone."""
         async with self._transaction() as db:
             await db.executemany(
                 "UPDATE attempts SET orphan = 0 WHERE id = ?", [(i,) for i in attempt_ids]
+            )
+
+    async def count_notifications(self, attempt_id: int, messages: int) -> None:
+        """Add `messages` sent to the user on behalf of a running attempt."""
+        async with self._transaction() as db:
+            await db.execute(
+                "UPDATE attempts SET notified = notified + ? WHERE id = ?", (messages, attempt_id)
             )
 
     async def mark_started(self, attempt_id: int, *, pid: int, started_at: datetime) -> None:
@@ -948,7 +987,7 @@ class Store:
             async with db.execute(
                 """UPDATE attempts SET finished_at = ?, exit_code = ?, duration_ms = ?,
                     session_id = ?, is_error = ?, error = ?, result = ?, output_tail = ?,
-                    cost_usd = ?, num_turns = ?
+                    cost_usd = ?, num_turns = ?, denials = ?
                 WHERE id = ? AND finished_at IS NULL RETURNING pulse_id""",
                 (
                     _ts(outcome.finished_at),
@@ -961,6 +1000,7 @@ class Store:
                     outcome.output_tail,
                     outcome.cost_usd,
                     outcome.num_turns,
+                    json.dumps(list(outcome.denials)) if outcome.denials else None,
                     attempt_id,
                 ),
             ) as cur:
@@ -981,7 +1021,9 @@ class Store:
                 params += [_ts(then.occurrence_at), _opt_ts(then.deadline)]
             sets += ["retry_count = ?", "catchup_remaining = ?"]
             params += [then.retry_count, then.catchup_remaining]
-            if outcome.session_id is not None:
+            if outcome.forget_session:
+                sets.append("session_id = NULL")
+            elif outcome.session_id is not None:
                 # The next run of the pulse resumes the conversation it started.
                 sets.append("session_id = ?")
                 params.append(outcome.session_id)

@@ -183,15 +183,34 @@ class Listener:
             except (DaemonUnreachable, ApiFailure):
                 return
             if pulse["status"] not in ("pending", "processing"):
-                if pulse["status"] in UNANSWERED:
-                    # Silence would look like a lost message: say why there is no answer.
-                    why = f" ({pulse['last_error']})" if pulse["last_error"] else ""
-                    await self._reply(
-                        chat, f"Not answered: this message's pulse was {pulse['status']}{why}."
-                    )
+                answer = closing_answer(pulse)
+                if answer is not None:
+                    await self._reply(chat, answer)
                 return
 
 
+def closing_answer(pulse: dict[str, Any]) -> str | None:
+    """What the bot says once a message's pulse has ended, or None when the agent
+    already answered (it notified during one of the pulse's attempts): each
+    message gets exactly one answer."""
+    attempts = pulse.get("attempts") or []
+    if any(a.get("notified") for a in attempts):
+        return None
+    status = pulse["status"]
+    why = f" ({pulse['last_error']})" if pulse.get("last_error") else ""
+    if status in UNANSWERED:
+        # Silence would look like a lost message: say why there is no answer.
+        return f"Not answered: this message's pulse was {status}{why}."
+    if status == "failed":
+        return f"Not answered: the agent failed{why}."
+    result = str(next((a["result"] for a in attempts if a.get("result")), "")).strip()
+    if not result:
+        return "Done (the agent gave no answer text)."
+    return result if len(result) <= MAX_ANSWER else result[: MAX_ANSWER - 1] + "…"
+
+
+# The longest answer sent from a run's result (Telegram splits it in messages of 4096).
+MAX_ANSWER = 12000
 # Pulses that end without running the agent (expired: past its deadline, which is
 # REEVE_LITE_DEFAULT_EXPIRES_AFTER's telegram=1h unless changed).
 UNANSWERED = ("expired", "skipped", "cancelled")

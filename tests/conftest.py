@@ -66,13 +66,56 @@ def free_port() -> int:
 
 @dataclass
 class FakeAgent:
-    """The fake agent's command and what it recorded."""
+    """The fake agent, installed as `hapi` and `claude` in a directory of its own,
+    and what it recorded."""
 
     directory: Path
 
     @property
+    def bin(self) -> Path:
+        """A directory with `hapi` and `claude` (the fake) for the daemon's PATH."""
+        path = self.directory.parent / "agent-bin"
+        if not path.exists():
+            path.mkdir(parents=True)
+            for name, mode in (("hapi", ""), ("claude", "FAKE_AGENT_AS=claude ")):
+                script = path / name
+                script.write_text(
+                    f"#!/bin/sh\n{mode}exec {shlex.quote(sys.executable)} "
+                    f'{shlex.quote(str(FAKE_HAPI))} "$@"\n'
+                )
+                script.chmod(0o755)
+        return path
+
+    @property
     def command(self) -> str:
-        return shlex.join([sys.executable, str(FAKE_HAPI)])
+        """The fake as a REEVE_LITE_AGENT_COMMAND: `hapi claude`."""
+        return shlex.join([sys.executable, str(FAKE_HAPI), "claude"])
+
+    def env(self) -> dict[str, str]:
+        """What a daemon needs to run the fake as its `hapi` profile."""
+        return {
+            "PATH": f"{self.bin}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+            "REEVE_LITE_AGENT": "hapi",
+            "CLI_API_TOKEN": "fake-cli-token",
+            "FAKE_HAPI_DIR": str(self.directory),
+        }
+
+    def add_session(self, session_id: str) -> None:
+        """Make a session the fake knows, as if an earlier run had started it."""
+        sessions = self.directory / "sessions"
+        sessions.mkdir(parents=True, exist_ok=True)
+        (sessions / session_id).touch()
+
+    def transcript_ids(self) -> list[str]:
+        """The sessions the fake made or resumed, oldest first."""
+        sessions = self.directory / "sessions"
+        paths = sorted(sessions.iterdir(), key=lambda p: p.stat().st_mtime_ns)
+        return [p.name for p in paths]
+
+    def transcript(self, session_id: str) -> list[str]:
+        """The prompts a session received, in order."""
+        path = self.directory / "sessions" / session_id
+        return [json.loads(line) for line in path.read_text().splitlines()]
 
     def calls(self) -> list[dict[str, Any]]:
         path = self.directory / "calls.jsonl"
@@ -125,15 +168,14 @@ class Daemon:
             REEVE_LITE_SOCKET=str(self.socket),
             REEVE_LITE_LISTEN=f"127.0.0.1:{self.port}",
             REEVE_LITE_API_TOKEN=TOKEN,
-            REEVE_LITE_AGENT_COMMAND=self.agent.command,
             REEVE_LITE_DESK=str(self.tmp / "desk"),
             REEVE_LITE_TIMEZONE="Europe/Berlin",
             REEVE_LITE_RETRY_BASE="0.2s",
             REEVE_LITE_EXECUTOR="off",
             REEVE_LITE_SHUTDOWN_GRACE="2s",
             REEVE_LITE_LOG_LEVEL="debug",
-            FAKE_HAPI_DIR=str(self.agent.directory),
         )
+        env.update(self.agent.env())
         env.update(self.settings)
         return env
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import stat
 import subprocess
@@ -13,14 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from reeve_lite.agent import StreamState, compose_prompt
 from reeve_lite.config import Settings
 from reeve_lite.executor import (
     Executor,
     Manager,
     RunReport,
-    StreamState,
-    agent_argv,
-    compose_prompt,
     escape_for_unit,
     scope_argv,
     service_argv,
@@ -28,21 +27,6 @@ from reeve_lite.executor import (
 )
 from tests.conftest import FakeAgent, wait_for
 from tests.test_scheduler import settings_for
-
-
-def test_argv_puts_the_prompt_last_after_the_end_of_flags() -> None:
-    assert agent_argv(("hapi",), "-rf /", "abc") == [
-        "hapi",
-        "--print",
-        "--output-format",
-        "stream-json",
-        "--verbose",
-        "--resume",
-        "abc",
-        "--",
-        "-rf /",
-    ]
-    assert agent_argv(("hapi", "--model", "x"), "hi", None)[-2:] == ["--", "hi"]
 
 
 def test_sticky_notes_are_added_under_reminders() -> None:
@@ -130,7 +114,6 @@ async def run(
         attempt_id=70,
         number=1,
         prompt=prompt,
-        sticky_notes=[],
         session_id=session,
         stop=stop or asyncio.Event(),
         on_spawn=on_spawn or ignore,
@@ -140,7 +123,7 @@ async def run(
 
 @pytest.fixture
 def agent_env(fake_agent: FakeAgent) -> dict[str, str]:
-    return dict(os.environ, FAKE_HAPI_DIR=str(fake_agent.directory))
+    return dict(os.environ) | fake_agent.env()
 
 
 @pytest.mark.parametrize(
@@ -153,7 +136,7 @@ def agent_env(fake_agent: FakeAgent) -> dict[str, str]:
         "--resume evil",
     ],
 )
-async def test_hostile_prompts_arrive_as_exactly_one_argument(
+async def test_hostile_prompts_arrive_on_stdin_byte_for_byte(
     tmp_path: Path,
     fake_agent: FakeAgent,
     agent_env: dict[str, str],
@@ -162,17 +145,69 @@ async def test_hostile_prompts_arrive_as_exactly_one_argument(
     report = await run(settings_for(tmp_path, fake_agent), prompt, env=agent_env)
     assert report.failed is False, report.error
     [call] = fake_agent.calls()
-    assert call["argv"][-1] == prompt
-    assert call["argv"].count("--") == 1
-    assert "--resume" not in call["argv"][:-1]
+    assert call["prompt"] == prompt
+    # Not in argv (nor in `ps`): hapi's own flags come last, as it appends them.
+    assert prompt not in call["argv"]
+    assert call["argv"][-4:] == ["--settings", call["argv"][-3], "--add-dir", "/tmp/hapi-blobs"]
+    assert call["resume"] is None
+
+
+async def test_a_command_gets_the_prompt_after_the_end_of_flags(
+    tmp_path: Path, fake_agent: FakeAgent, agent_env: dict[str, str]
+) -> None:
+    settings = settings_for(
+        tmp_path, fake_agent, REEVE_LITE_AGENT="auto", REEVE_LITE_AGENT_COMMAND=fake_agent.command
+    )
+    report = await run(settings, "-rf /", env=agent_env)
+    assert report.failed is False, report.error
+    [call] = fake_agent.calls()
+    received = call["received"]
+    assert received[-6:] == [
+        "--print",
+        "--output-format",
+        "stream-json",
+        "--verbose",
+        "--",
+        "-rf /",
+    ]
+    assert call["prompt"] == "-rf /"
 
 
 async def test_resume_passes_the_session(
     tmp_path: Path, fake_agent: FakeAgent, agent_env: dict[str, str]
 ) -> None:
+    fake_agent.add_session("abc")
     report = await run(settings_for(tmp_path, fake_agent), "go", env=agent_env, session="abc")
     assert report.stream.session_id == "abc"
-    assert fake_agent.calls()[0]["argv"][-4:-2] == ["--resume", "abc"]
+    assert fake_agent.calls()[0]["resume"] == "abc"
+    assert fake_agent.transcript("abc") == ["go"]
+
+
+async def test_a_vanished_session_is_reported_as_gone(
+    tmp_path: Path, fake_agent: FakeAgent, agent_env: dict[str, str]
+) -> None:
+    report = await run(settings_for(tmp_path, fake_agent), "go", env=agent_env, session="gone-1")
+    assert report.failed
+    assert report.session_gone
+    assert report.error is not None
+    assert "No conversation found with session ID: gone-1" in report.error
+
+
+async def test_each_run_gets_the_daemons_mcp_server_and_only_its_tools(
+    tmp_path: Path, fake_agent: FakeAgent, agent_env: dict[str, str]
+) -> None:
+    settings = settings_for(tmp_path, fake_agent)
+    await run(settings, "go", env=agent_env)
+    [call] = fake_agent.calls()
+    assert call["allowed"] == ["mcp__reeve-lite"]
+    [config] = call["mcp_config"]
+    server = json.loads(config)["mcpServers"]["reeve-lite"]
+    assert server["args"] == ["-I", "-m", "reeve_lite.cli", "mcp"]
+    assert server["env"]["REEVE_LITE_SOCKET"] == str(settings.socket)
+    assert server["env"]["REEVE_PULSE_ID"] == "7"
+    off = settings_for(tmp_path, fake_agent, REEVE_LITE_AGENT_MCP="off")
+    await run(off, "go", env=agent_env)
+    assert (fake_agent.calls()[1]["allowed"], fake_agent.calls()[1]["mcp_config"]) == ([], [])
 
 
 async def test_unit_variables_and_secrets_do_not_reach_the_agent(
@@ -196,12 +231,18 @@ async def test_unit_variables_and_secrets_do_not_reach_the_agent(
 
 
 async def test_missing_agent_is_a_clear_failure(tmp_path: Path, fake_agent: FakeAgent) -> None:
-    settings = settings_for(tmp_path, fake_agent, REEVE_LITE_AGENT_COMMAND="/nonexistent/hapi")
+    settings = settings_for(
+        tmp_path,
+        fake_agent,
+        REEVE_LITE_AGENT="command",
+        REEVE_LITE_AGENT_COMMAND="/nonexistent/hapi",
+    )
     report = await run(settings, "go")
     assert report.failed
     assert report.exit_code is None
     assert report.error == (
-        "agent command not found: '/nonexistent/hapi' (install it or set REEVE_LITE_AGENT_COMMAND)"
+        "agent command not found: '/nonexistent/hapi' is not on the daemon's PATH "
+        "(install it, or set REEVE_LITE_AGENT_COMMAND)"
     )
 
 
@@ -209,7 +250,9 @@ async def test_agent_that_is_not_executable(tmp_path: Path, fake_agent: FakeAgen
     script = tmp_path / "hapi"
     script.write_text("#!/bin/sh\necho hi\n")
     script.chmod(stat.S_IRUSR | stat.S_IWUSR)
-    settings = settings_for(tmp_path, fake_agent, REEVE_LITE_AGENT_COMMAND=str(script))
+    settings = settings_for(
+        tmp_path, fake_agent, REEVE_LITE_AGENT="command", REEVE_LITE_AGENT_COMMAND=str(script)
+    )
     report = await run(settings, "go")
     if os.geteuid() == 0 and os.access(script, os.X_OK):
         pytest.skip("root may execute anything here")
@@ -225,8 +268,10 @@ async def test_crash_is_reported_with_the_signal(
     assert report.failed
     assert report.exit_code == -9
     assert report.error is not None
-    assert report.error.startswith("agent killed by signal SIGKILL")
-    assert report.stream.session_id == "sess-7-1"  # known from init, before the crash
+    assert report.error.startswith("hapi killed by signal SIGKILL")
+    assert len(fake_agent.calls()) == 1
+    # Known from init, before the crash.
+    assert report.stream.session_id == fake_agent.transcript_ids()[0]
 
 
 def _alive(pid: int) -> bool:
@@ -256,7 +301,7 @@ async def test_timeout_kills_the_whole_tree(
     report = await run(settings, "[grandchild] [sleep 60]", env=agent_env)
     assert report.timed_out
     assert report.failed
-    assert report.error == "timed out after 1s; the run's process group was killed"
+    assert report.error == "timed out after 1s; the run's processes were killed"
     pid = fake_agent.calls()[0]["pid"]
     wait_for(lambda: not _group_members(pid), 5, "the process group to be gone")
 
@@ -464,3 +509,83 @@ async def test_a_delayed_run_never_starts_before_its_instant(
         report = await run(settings, "hello", env=agent_env, on_spawn=note, delay=delay)
         assert not report.failed
         assert spawned[0] >= instant
+
+
+async def test_a_helper_that_left_the_process_group_is_stopped_with_the_attempt(
+    tmp_path: Path, fake_agent: FakeAgent, agent_env: dict[str, str]
+) -> None:
+    # As hapi's runner does: double fork, setsid(), parent pid 1, same environment.
+    report = await run(settings_for(tmp_path, fake_agent), "[daemonize] go", env=agent_env)
+    assert report.failed is False, report.error
+    helper = int((fake_agent.directory / "daemon-7").read_text())
+    wait_for(lambda: not _alive(helper), 5, "the detached helper to be gone")
+    assert report.leftovers == 1
+
+
+async def test_api_retries_show_while_the_run_waits(
+    tmp_path: Path, fake_agent: FakeAgent, agent_env: dict[str, str]
+) -> None:
+    stream = StreamState()
+    seen: list[str | None] = []
+
+    async def watch(_pid: int, _epoch: float) -> None:
+        async def poll() -> None:
+            for _ in range(200):
+                seen.append(stream.progress())
+                await asyncio.sleep(0.01)
+
+        asyncio.get_running_loop().create_task(poll())
+
+    executor = Executor(settings_for(tmp_path, fake_agent), env=agent_env)
+    report = await executor.run(
+        pulse_id=7,
+        attempt_id=70,
+        number=1,
+        prompt="[api-retry 3] go",
+        session_id=None,
+        stop=asyncio.Event(),
+        on_spawn=watch,
+        stream=stream,
+    )
+    assert report.failed is False, report.error
+    assert "API retry 3/10: overloaded (529)" in seen
+    assert stream.progress() is None  # the answer came: no retry in progress
+
+
+async def test_denied_tools_are_reported_and_the_run_still_counts(
+    tmp_path: Path, fake_agent: FakeAgent, agent_env: dict[str, str]
+) -> None:
+    report = await run(settings_for(tmp_path, fake_agent), "[deny Bash] go", env=agent_env)
+    assert report.failed is False
+    assert report.stream.denials == ["Bash"]
+
+
+@pytest.mark.parametrize(
+    ("prompt", "reason"),
+    [
+        ("[is_error] do the secret thing", "hapi exited with status 1: Credit balance is too low"),
+        (
+            "[fail-times 1] do the secret thing",
+            "hapi exited with status 1: API Error: 500 simulated failure 1 of 1",
+        ),
+    ],
+)
+async def test_failure_reason_is_the_clis_own_and_never_the_prompt(
+    tmp_path: Path, fake_agent: FakeAgent, agent_env: dict[str, str], prompt: str, reason: str
+) -> None:
+    report = await run(settings_for(tmp_path, fake_agent), prompt, env=agent_env)
+    assert report.failed
+    assert report.exit_code == 1
+    assert report.error == reason
+    assert report.stream.cost_usd == 0.0  # the real CLI's integer 0
+
+
+async def test_hapi_without_its_token_says_how_to_fix_it(
+    tmp_path: Path, fake_agent: FakeAgent, agent_env: dict[str, str]
+) -> None:
+    env = {k: v for k, v in agent_env.items() if k != "CLI_API_TOKEN"} | {"HOME": str(tmp_path)}
+    report = await run(settings_for(tmp_path, fake_agent), "go", env=env)
+    assert report.error == (
+        "hapi exited with status 1: CLI_API_TOKEN is required (fix: run `hapi auth login` as "
+        "the daemon's user, or set CLI_API_TOKEN in its environment)"
+    )

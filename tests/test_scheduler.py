@@ -51,7 +51,7 @@ def settings_for(tmp: Path, agent: FakeAgent, **extra: str) -> Settings:
     env = {
         "REEVE_LITE_DB": str(tmp / "db"),
         "REEVE_LITE_SOCKET": str(tmp / "sock"),
-        "REEVE_LITE_AGENT_COMMAND": agent.command,
+        "REEVE_LITE_AGENT": "hapi",
         "REEVE_LITE_DESK": str(tmp / "desk"),
         "REEVE_LITE_EXECUTOR": "off",
         "REEVE_LITE_TIMEZONE": "UTC",
@@ -66,7 +66,8 @@ async def loop(
     fake_agent: FakeAgent,
     monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[Loop]:
-    monkeypatch.setenv("FAKE_HAPI_DIR", str(fake_agent.directory))
+    for name, value in fake_agent.env().items():
+        monkeypatch.setenv(name, value)
     settings = settings_for(tmp_path, fake_agent)
     store = await Store.open(settings.db)
     clock = Clock(NOW)
