@@ -14,11 +14,12 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# The daemon on its embedded defaults. Without `hapi` on PATH, the echo agent
-# stands in so that a pulse can be watched end to end.
+# The daemon on its embedded defaults. Without `hapi` or `claude` on PATH (and no
+# agent set), the echo agent stands in so that a pulse can be watched end to end.
 run: $(STAMP)
-	@if [ -z "$$REEVE_LITE_AGENT_COMMAND" ] && ! command -v hapi >/dev/null; then \
-	  echo "hapi not found: pulses run the echo agent (set REEVE_LITE_AGENT_COMMAND to change)"; \
+	@if [ -z "$$REEVE_LITE_AGENT_COMMAND$$REEVE_LITE_AGENT" ] && ! command -v hapi >/dev/null \
+	    && ! command -v claude >/dev/null; then \
+	  echo "neither hapi nor claude found: pulses run the echo agent (set REEVE_LITE_AGENT to change)"; \
 	  export REEVE_LITE_AGENT_COMMAND="$(abspath $(BIN))/reeve-lite echo-agent"; \
 	fi; exec $(BIN)/reeve-lite serve
 

@@ -107,7 +107,7 @@ def resolve_profile(
 
     `auto` takes a command set in `REEVE_LITE_AGENT_COMMAND`, then `hapi`, then
     `claude`; it raises AgentUnavailable naming both and the setting when neither
-    is installed."""
+    is installed. With `hapi` or `claude`, a command names the program."""
     if agent == "command" or (agent == "auto" and command):
         if not command:
             raise AgentUnavailable(
@@ -116,9 +116,10 @@ def resolve_profile(
         return Profile("command", tuple(command), mcp)
     found = {name: shutil.which(name, path=path) for name in ("hapi", "claude")}
     if agent in ("hapi", "claude"):
-        # Named on purpose: a missing program is each run's error, which says so.
-        program = found[agent] or agent
-        return Profile(agent, (program, "claude") if agent == "hapi" else (program,), mcp)
+        # With a command, that is the program (one not on PATH). Named on purpose:
+        # a missing program is each run's error, which says so.
+        program = tuple(command) or (found[agent] or agent,)
+        return Profile(agent, (*program, "claude") if agent == "hapi" else program, mcp)
     if found["hapi"]:
         return Profile("hapi", (found["hapi"], "claude"), mcp)
     if found["claude"]:

@@ -398,8 +398,9 @@ SETTINGS: tuple[Setting, ...] = (
         "agent_command",
         _optional_command,
         _const(""),
-        "A Claude Code-compatible agent command (split like a shell, never run by one); "
-        "Claude Code's flags are appended",
+        "With AGENT=command (or auto): a Claude Code-compatible command (split like a "
+        "shell, never run by one), Claude Code's flags appended; with hapi or claude: "
+        "the program's path",
         flag="--agent-command",
     ),
     Setting(

@@ -21,6 +21,7 @@ import aiohttp
 from aiohttp import web
 
 from reeve_lite import __version__
+from reeve_lite.agent import AgentUnavailable
 from reeve_lite.api import Context, make_app
 from reeve_lite.config import ConfigError, Settings
 from reeve_lite.executor import Executor, watch_children_with_pidfd
@@ -310,6 +311,10 @@ class Daemon:
             new = dataclasses.replace(new, **{name: getattr(old, name) for name in RESTART_ONLY})
             self.settings = ctx.settings = scheduler.settings = new
             scheduler.executor.settings = new
+            try:
+                scheduler.executor.profile = scheduler.executor.resolve_profile()
+            except AgentUnavailable as exc:
+                log.error("reload: %s; runs keep the agent %s", exc, scheduler.executor.profile.name)
             logging.getLogger().setLevel(new.log_level.upper())
             scheduler.wake()
             log.info("configuration re-read from %s", new.config)

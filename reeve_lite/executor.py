@@ -270,12 +270,7 @@ class Executor:
                 "(not booted with systemd, or no user manager); use auto or off"
             )
         self.manager = manager
-        self.profile: Profile = resolve_profile(
-            settings.agent,
-            settings.agent_command,
-            path=self._env.get("PATH"),
-            mcp=settings.agent_mcp,
-        )
+        self.profile: Profile = self.resolve_profile()
         # Under systemd the agent's output also goes to the journal, line by line.
         self._journal = journal_attached(self._env)
         self.unenforced = unenforced_limits(settings, manager) if manager else []
@@ -285,6 +280,13 @@ class Executor:
                 "agent runs go on without that limit",
                 ", ".join(self.unenforced),
             )
+
+    def resolve_profile(self) -> Profile:
+        """The agent profile the settings name, found on the daemon's PATH."""
+        s = self.settings
+        return resolve_profile(
+            s.agent, s.agent_command, path=self._env.get("PATH"), mcp=s.agent_mcp
+        )
 
     @property
     def mode(self) -> str:

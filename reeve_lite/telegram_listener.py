@@ -186,6 +186,12 @@ class Listener:
                 answer = closing_answer(pulse)
                 if answer is not None:
                     await self._reply(chat, answer)
+                log.info(
+                    "pulse=%d %s: %s",
+                    pulse_id,
+                    pulse["status"],
+                    "answered by the agent" if answer is None else "answer sent",
+                )
                 return
 
 
@@ -203,7 +209,7 @@ def closing_answer(pulse: dict[str, Any]) -> str | None:
         return f"Not answered: this message's pulse was {status}{why}."
     if status == "failed":
         return f"Not answered: the agent failed{why}."
-    result = str(next((a["result"] for a in attempts if a.get("result")), "")).strip()
+    result = str(next((a["result"] for a in reversed(attempts) if a.get("result")), "")).strip()
     if not result:
         return "Done (the agent gave no answer text)."
     return result if len(result) <= MAX_ANSWER else result[: MAX_ANSWER - 1] + "…"

@@ -136,7 +136,13 @@ def hapi_front(argv: list[str]) -> list[str] | int:
     if not token and settings.exists():
         token = json.loads(settings.read_text()).get("cliApiToken")
     if not token:
-        print("CLI_API_TOKEN is required", file=sys.stderr)
+        # As hapi 0.30.7 (a Bun binary) words it, with its stack trace after.
+        print(
+            "error: CLI_API_TOKEN is required. Set it via environment variable or run "
+            "`hapi auth login`.\n    at loadConfig (/$bunfs/root/hapi:12:3)\n\n"
+            "Bun v1.4.2 (Linux x64)",
+            file=sys.stderr,
+        )
         return 1
     hooks = STATE / "hapi-hooks.json"
     return [*argv[1:], "--settings", str(hooks), "--add-dir", "/tmp/hapi-blobs"]
@@ -184,6 +190,10 @@ def call_tool(config: list[str], name: str, arguments: dict[str, Any]) -> str:
 
 def main() -> int:
     argv = sys.argv[1:]
+    if argv == ["--version"]:
+        as_claude = os.environ.get("FAKE_AGENT_AS") == "claude"
+        print("2.1.332 (Claude Code)" if as_claude else "hapi version: 0.30.7")
+        return 0
     if os.environ.get("FAKE_AGENT_AS") != "claude":
         passed = hapi_front(argv)
         if isinstance(passed, int):
@@ -237,13 +247,20 @@ def main() -> int:
     with open(STATE / "calls.jsonl", "a") as log:
         log.write(json.dumps(record) + "\n")
 
-    def directive(name: str) -> str | None:
-        match = re.search(r"\[" + re.escape(name) + r"(?: ([0-9.]+))?\]", prompt)
-        return None if match is None else (match.group(1) or "")
-
     sessions = STATE / "sessions"
     sessions.mkdir(exist_ok=True)
     resume = flags.get("--resume") or flags.get("-r")
+    # Like a model, it reads the whole conversation: a retry that resumes a session
+    # with a short note still sees the task (and its directives) from before.
+    earlier = sessions / str(resume) if resume else None
+    task = prompt
+    if earlier is not None and earlier.exists():
+        task = "\n".join([*(json.loads(x) for x in earlier.read_text().splitlines()), prompt])
+
+    def directive(name: str) -> str | None:
+        match = re.search(r"\[" + re.escape(name) + r"(?: ([0-9.]+))?\]", task)
+        return None if match is None else (match.group(1) or "")
+
     if resume and not (sessions / str(resume)).exists():
         print(f"No conversation found with session ID: {resume}", file=sys.stderr)
         emit(

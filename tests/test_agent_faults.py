@@ -45,6 +45,7 @@ class Fault:
     reason: str  # the attempt's error starts with this
     settings: tuple[tuple[str, str], ...] = ()
     broken_command: str | None = None  # "missing" or "not-executable": every run fails
+    every_run: bool = False  # the next pulse fails the same way
 
 
 FAULTS = [
@@ -60,17 +61,24 @@ FAULTS = [
         "agent command not executable: '",
         broken_command="not-executable",
     ),
-    Fault("agent crashes (SIGKILL)", "[crash]", "agent killed by signal SIGKILL"),
+    Fault("agent crashes (SIGKILL)", "[crash]", "hapi killed by signal SIGKILL"),
     Fault(
         "agent hangs past the timeout, with a grandchild",
         "[grandchild] [sleep 60]",
-        "timed out after 1s; the run's process group was killed",
+        "timed out after 1s; the run's processes were killed",
         settings=(("REEVE_LITE_AGENT_TIMEOUT", "1s"),),
     ),
     Fault(
-        "agent exits 0 with an is_error result",
+        "agent reports an API refusal (is_error result, exit 1)",
         "[is_error]",
-        "agent reported an error: Error: the tool failed",
+        "hapi exited with status 1: Credit balance is too low",
+    ),
+    Fault(
+        "hapi without its token",
+        "go",
+        "hapi exited with status 1: error: CLI_API_TOKEN is required. Set it via environment",
+        settings=(("CLI_API_TOKEN", ""),),
+        every_run=True,
     ),
 ]
 
@@ -90,6 +98,7 @@ def test_agent_fault_is_a_recorded_failure_and_the_queue_goes_on(
 ) -> None:
     settings = dict(fault.settings)
     if fault.broken_command is not None:
+        settings["REEVE_LITE_AGENT"] = "command"
         settings["REEVE_LITE_AGENT_COMMAND"] = _command(tmp_path, fault.broken_command)
     daemon = make_daemon(**settings)
     client = daemon.client()
@@ -106,13 +115,15 @@ def test_agent_fault_is_a_recorded_failure_and_the_queue_goes_on(
 
     # The queue goes on: the next pulse runs (with a broken command it fails the same way).
     after = daemon.wait_pulse(
-        following["pulse_id"], "failed" if fault.broken_command else "completed", timeout=30
+        following["pulse_id"],
+        "failed" if fault.broken_command or fault.every_run else "completed",
+        timeout=30,
     )
     assert len(after["attempts"]) == 1
 
     # Nothing the run started is left: the agent, and what it left in its group.
     calls = [c for c in daemon.agent.calls() if c["pulse_id"] == str(faulty["pulse_id"])]
-    assert len(calls) == (0 if fault.broken_command else 1)
+    assert len(calls) == (0 if fault.broken_command or fault.every_run else 1)
     for call in calls:
         wait_for(partial(_gone, int(call["pid"])), 5, "the agent to be gone")
     grandchild = daemon.agent.directory / f"grandchild-{faulty['pulse_id']}"
@@ -133,6 +144,21 @@ def test_grandchildren_of_a_successful_run_are_killed(daemon: Daemon) -> None:
         "agent faults",
         "agent leaves a grandchild behind",
         "the run succeeded; its grandchild (in the agent's process group) was killed with it",
+    )
+
+
+def test_a_detached_helper_of_a_run_is_stopped_with_its_attempt(daemon: Daemon) -> None:
+    # hapi leaves `hapi runner start-sync` behind: its own session, parent pid 1.
+    pulse = daemon.client().create(prompt="[daemonize] go")
+    done = daemon.wait_pulse(pulse["pulse_id"], "completed")
+    pid = int((daemon.agent.directory / f"daemon-{pulse['pulse_id']}").read_text())
+    wait_for(lambda: not _alive(pid), 5, "the detached helper to be gone")
+    assert done["attempts"][0]["is_error"] is False
+    assert "stopped 1 process(es) it left behind" in daemon.log()
+    record(
+        "agent faults",
+        "agent leaves a detached helper (setsid, parent pid 1, as hapi's runner)",
+        "found by the attempt id in its environment and stopped when the attempt ended",
     )
 
 

@@ -49,7 +49,8 @@ def test_defaults_of_the_scheduling_settings() -> None:
     assert (s.missed_grace, s.catchup_max, s.catchup_spacing) == (60.0, 10, 60.0)
     assert dict(s.default_expires_after) == {"telegram": 3600.0, "reeve": 21600.0}
     assert (s.self_min_delay, s.self_max_pending) == (60.0, 20)
-    assert (s.agent_timeout, s.agent_command, s.executor) == (3600.0, ("hapi",), "auto")
+    assert (s.agent_timeout, s.agent, s.agent_command, s.executor) == (3600.0, "auto", (), "auto")
+    assert s.agent_mcp is True
     assert (s.listen, s.api_token, s.socket_mode, s.max_prompt_bytes) == (None, None, 0o600, 32768)
 
 
@@ -94,7 +95,7 @@ def test_flags_override_the_environment() -> None:
         ("REEVE_LITE_LISTEN", "8765", "HOST:PORT"),
         ("REEVE_LITE_LISTEN", "localhost:99999", "HOST:PORT"),
         ("REEVE_LITE_AGENT_COMMAND", "hapi 'unclosed", "cannot split"),
-        ("REEVE_LITE_AGENT_COMMAND", "   ", "expected a command"),
+        ("REEVE_LITE_AGENT", "codex", "auto, hapi, claude, command"),
         ("REEVE_LITE_TIMEZONE", "Atlantis/Capital", "IANA time zone"),
         ("REEVE_LITE_SOCKET_MODE", "0666x", "octal"),
         ("REEVE_LITE_SOCKET_MODE", "0200", "owner can read and write"),

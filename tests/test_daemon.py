@@ -41,9 +41,12 @@ def test_pulse_runs_at_its_time_and_records_the_attempt(daemon: Daemon) -> None:
     [call] = daemon.agent.calls()
     assert call["t0"] >= datetime.fromisoformat(due).timestamp()
     assert call["t0"] - datetime.fromisoformat(due).timestamp() < 2.0
-    assert call["argv"][:4] == ["--print", "--output-format", "stream-json", "--verbose"]
-    assert call["argv"][-2] == "--"
-    assert call["argv"][-1] == "Check the garden\n\nReminders:\n- water the tomatoes"
+    # hapi claude <the daemon's MCP server and its tools> <Claude Code's flags>, the
+    # prompt on stdin, then what hapi adds.
+    assert call["received"][0] == "claude"
+    assert call["allowed"] == ["mcp__reeve-lite"]
+    assert call["received"][-4:] == ["--print", "--output-format", "stream-json", "--verbose"]
+    assert call["prompt"] == "Check the garden\n\nReminders:\n- water the tomatoes"
     assert call["pulse_id"] == str(created["pulse_id"])
     assert call["cwd"] == str(daemon.tmp / "desk")
     assert call["socket"] == str(daemon.socket)
@@ -51,7 +54,7 @@ def test_pulse_runs_at_its_time_and_records_the_attempt(daemon: Daemon) -> None:
     [attempt] = pulse["attempts"]
     assert attempt["exit_code"] == 0
     assert attempt["is_error"] is False
-    assert attempt["session_id"] == f"sess-{created['pulse_id']}-1"
+    assert attempt["session_id"] == daemon.agent.transcript_ids()[0]
     assert attempt["cost_usd"] == pytest.approx(0.0123)
     assert attempt["num_turns"] == 3
     assert attempt["result"].startswith("done: Check the garden")
@@ -84,13 +87,14 @@ def test_retries_exhausted_leave_the_pulse_failed(daemon: Daemon) -> None:
     assert len(daemon.agent.calls()) == 3
 
 
-def test_error_result_with_exit_zero_is_a_failure(daemon: Daemon) -> None:
+def test_an_error_result_is_a_failure_with_the_clis_reason(daemon: Daemon) -> None:
     pulse_id = daemon.client().create(prompt="[is_error]", max_retries=0)["pulse_id"]
     pulse = daemon.wait_pulse(pulse_id, "failed")
     [attempt] = pulse["attempts"]
-    assert attempt["exit_code"] == 0
-    assert "the tool failed" in attempt["error"]
-    assert attempt["session_id"] == f"sess-{pulse_id}-1"
+    assert attempt["exit_code"] == 1
+    assert attempt["error"] == "hapi exited with status 1: Credit balance is too low"
+    assert attempt["cost_usd"] == 0
+    assert attempt["session_id"] == daemon.agent.transcript_ids()[0]
 
 
 def test_cancel_and_reschedule(daemon: Daemon) -> None:
@@ -375,7 +379,7 @@ def test_durable_settings_of_the_database(daemon: Daemon) -> None:
     db = sqlite3.connect(daemon.db)
     try:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 4
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     finally:
         db.close()

@@ -586,6 +586,7 @@ async def test_hapi_without_its_token_says_how_to_fix_it(
     env = {k: v for k, v in agent_env.items() if k != "CLI_API_TOKEN"} | {"HOME": str(tmp_path)}
     report = await run(settings_for(tmp_path, fake_agent), "go", env=env)
     assert report.error == (
-        "hapi exited with status 1: CLI_API_TOKEN is required (fix: run `hapi auth login` as "
-        "the daemon's user, or set CLI_API_TOKEN in its environment)"
+        "hapi exited with status 1: error: CLI_API_TOKEN is required. Set it via environment "
+        "variable or run `hapi auth login`. (fix: run `hapi auth login` as the daemon's user, "
+        "or set CLI_API_TOKEN in its environment)"
     )

@@ -248,6 +248,7 @@ def _serve(tmp_path: Path, db: Path) -> subprocess.CompletedProcess[str]:
         "REEVE_LITE_DB": str(db),
         "REEVE_LITE_SOCKET": str(tmp_path / "run" / "api.sock"),
         "REEVE_LITE_EXECUTOR": "off",
+        "REEVE_LITE_AGENT_COMMAND": "true",
     }
     return subprocess.run(
         [sys.executable, "-m", "reeve_lite.cli", "serve"],

@@ -143,7 +143,8 @@ async def test_resume_current_session_uses_the_running_pulse(daemon: Daemon) -> 
             resume_current_session=True,
         )
     assert made.is_error is False
-    assert made.structured_content["session_id"] == f"sess-{running['pulse_id']}-1"
+    [session_id] = daemon.agent.transcript_ids()
+    assert made.structured_content["session_id"] == session_id
 
 
 async def test_unreachable_daemon_is_a_tool_error(daemon: Daemon, tmp_path: Any) -> None:

@@ -89,7 +89,7 @@ async def test_a_running_pulse_links_to_its_session(
     running = notifying.running_pulse()
     async with mcp_session(notifying, REEVE_PULSE_ID=str(running["pulse_id"])) as session:
         result = await call(session, "send_notification", message="Halfway there")
-    session_id = f"sess-{running['pulse_id']}-1"
+    [session_id] = notifying.agent.transcript_ids()
     assert result.structured_content["link"] == f"https://hapi.example/s/{session_id}"
     button = telegram.sent()[0]["reply_markup"]["inline_keyboard"][0][0]
     assert button == {"text": "Open session", "url": f"https://hapi.example/s/{session_id}"}

@@ -48,7 +48,7 @@ def _downtime(daemon: Daemon, pulse: dict[str, Any], hours: int) -> None:
 
 
 def _calls(daemon: Daemon, marker: str) -> list[dict[str, Any]]:
-    return [c for c in daemon.agent.calls() if marker in c["argv"][-1]]
+    return [c for c in daemon.agent.calls() if marker in c["prompt"]]
 
 
 def _hourly(daemon: Daemon, marker: str, **fields: Any) -> dict[str, Any]:

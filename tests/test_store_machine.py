@@ -381,6 +381,8 @@ class StoreMachine(RuleBasedStateMachine):
                 "REEVE_LITE_EXECUTOR": "off",
                 "REEVE_LITE_TIMEZONE": "UTC",
                 "REEVE_LITE_DESK": str(self.dir),
+                # Recovery runs no agent; any command will do.
+                "REEVE_LITE_AGENT_COMMAND": "true",
             }
         )
         scheduler = Scheduler(self.store, Executor(config, env={}), config, clock=lambda: self.now)

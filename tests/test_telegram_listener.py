@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -237,3 +238,59 @@ def test_a_message_whose_pulse_ends_unrun_gets_a_reply_saying_so(
     [reply] = wait_for(telegram.sent, 15, "the reply")
     assert reply["chat_id"] == ALLOWED
     assert reply["text"] == "Not answered: this message's pulse was cancelled."
+
+
+@pytest.fixture
+def daemon(make_daemon: Callable[..., Daemon], telegram: FakeTelegram) -> Daemon:
+    """A daemon that can notify the allowed chat (the agent's send_notification)."""
+    return make_daemon(
+        REEVE_LITE_TELEGRAM_TOKEN=BOT_TOKEN,
+        REEVE_LITE_TELEGRAM_CHAT_IDS=str(ALLOWED),
+        REEVE_LITE_TELEGRAM_API_URL=telegram.url,
+    )
+
+
+def _answered(listener: Listener, daemon: Daemon) -> dict[str, Any]:
+    [pulse] = wait_for(lambda: pulses(daemon), 15, "the pulse")
+    verdict = re.compile(rf"pulse={pulse['pulse_id']} \w+: (answer sent|answered by the agent)")
+    wait_for(lambda: verdict.search(listener.log()), 30, "the listener's verdict")
+    return daemon.client().get(pulse["pulse_id"])  # type: ignore[no-any-return]
+
+
+def test_the_agents_own_answer_is_the_only_one(
+    daemon: Daemon, telegram: FakeTelegram, start_listener: Callable[..., Listener]
+) -> None:
+    listener = start_listener()
+    telegram.push(ALLOWED, 'Call Bob [mcp send_notification {"message": "Bob is called."}]')
+    pulse = _answered(listener, daemon)
+    assert pulse["status"] == "completed"
+    assert pulse["attempts"][0]["notified"] == 1
+    assert [m["text"] for m in telegram.sent()] == ["Bob is called."]
+    assert "answered by the agent" in listener.log()
+
+
+def test_a_run_that_did_not_notify_is_answered_with_its_result(
+    daemon: Daemon, telegram: FakeTelegram, start_listener: Callable[..., Listener]
+) -> None:
+    listener = start_listener()
+    telegram.push(ALLOWED, "What is on today?")
+    pulse = _answered(listener, daemon)
+    [reply] = telegram.sent()
+    assert reply["chat_id"] == ALLOWED
+    assert reply["text"] == pulse["attempts"][0]["result"]
+    assert reply["text"].startswith("done: ")
+
+
+def test_a_failed_run_is_answered_with_its_reason(
+    make_daemon: Callable[..., Daemon],
+    daemon: Daemon,
+    telegram: FakeTelegram,
+    start_listener: Callable[..., Listener],
+) -> None:
+    listener = start_listener()
+    telegram.push(ALLOWED, "[is_error] book the table")
+    _answered(listener, daemon)
+    [reply] = telegram.sent()
+    assert reply["text"] == (
+        "Not answered: the agent failed (hapi exited with status 1: Credit balance is too low)."
+    )

@@ -1,13 +1,13 @@
 """Hostile prompts end to end: sent over TCP to a real daemon, each reaches the
-agent as exactly one argv element after the end-of-options marker, byte for
-byte, and is never read as an option; a prompt argv cannot carry (NUL) is refused."""
+agent (hapi claude) on its stdin, byte for byte, never in its argv (so never in
+`ps`, nor read as an option); a NUL, which no argv or terminal carries, is refused."""
 
 from __future__ import annotations
 
 import pytest
 
+from reeve_lite.agent import AGENT_FLAGS, compose_prompt
 from reeve_lite.client import ApiFailure
-from reeve_lite.executor import AGENT_FLAGS, compose_prompt
 from tests.conftest import Daemon, FakeAgent
 from tests.report import record
 
@@ -45,19 +45,19 @@ def test_hostile_prompts_reach_the_agent_as_one_argument(
     calls = {int(call["pulse_id"]): call for call in fake_agent.calls()}
     assert set(calls) == set(sent)
     for pulse_id, argument in sent.items():
-        argv = calls[pulse_id]["argv"]
-        # Every flag is the daemon's; the prompt is the one element after "--".
-        assert argv == [*AGENT_FLAGS, "--", argument]
-        assert argv[-1].encode() == argument.encode()
+        call = calls[pulse_id]
+        # Every flag is the daemon's (then hapi's); the prompt came on stdin.
+        assert call["received"][-4:] == list(AGENT_FLAGS)
+        assert call["prompt"].encode() == argument.encode()
+        assert not any(argument in word for word in call["argv"] if len(argument) > 2)
+        assert call["resume"] is None
         attempt = daemon.client().get(pulse_id)["attempts"][-1]
-        # The agent read it as its prompt, and not as a --resume.
         assert attempt["result"] == f"done: {argument[:100]}"
-        assert attempt["session_id"] == f"sess-{pulse_id}-1"
     record(
         "hostile input",
         "prompts through the API to the agent: shell metacharacters, quotes, newlines, "
         "32 KiB, leading -/--, flag-like sticky notes",
-        f"{len(sent)} of {len(PROMPTS)} arrive as one argv element after --, byte for byte",
+        f"{len(sent)} of {len(PROMPTS)} arrive on the agent's stdin byte for byte, none in argv",
     )
 
 

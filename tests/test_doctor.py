@@ -1,0 +1,48 @@
+"""`reeve-lite doctor` against a real daemon, with the fake agent on PATH."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.conftest import Daemon, free_port
+
+
+def doctor(daemon: Daemon, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "reeve_lite.cli", "doctor"],
+        env=daemon.env() | env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_every_check_passes_with_claude(daemon: Daemon) -> None:
+    done = doctor(daemon, REEVE_LITE_AGENT="claude")
+    assert done.returncode == 0, done.stdout
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("ok   daemon: reeve-lite ")
+    assert f"agent: claude: {daemon.agent.bin}/claude (2.1.332 (Claude Code))" in lines[1]
+    assert lines[2].startswith("ok   desk: ")
+    assert lines[3].startswith("ok   mcp: 7 tools: schedule_pulse, ")
+    assert lines[-1] == "4 passed, 0 failed"
+
+
+def test_a_missing_hub_and_daemon_fail_with_their_fixes(daemon: Daemon) -> None:
+    hub = f"http://127.0.0.1:{free_port()}"
+    done = doctor(daemon, HAPI_API_URL=hub, REEVE_LITE_SOCKET=str(daemon.tmp / "nobody.sock"))
+    assert done.returncode == 1
+    out = done.stdout
+    assert "FAIL daemon: " in out
+    assert "fix: start it: systemctl --user start reeve-lite.socket" in out
+    assert f"FAIL hapi: hapi's hub at {hub} does not answer" in out
+    assert "fix: start it (`hapi hub`)" in out
+    assert out.splitlines()[-1] == "3 passed, 2 failed"
+
+
+def test_no_agent_at_all_says_what_to_install(daemon: Daemon) -> None:
+    done = doctor(daemon, PATH=str(daemon.tmp / "nothing"), REEVE_LITE_AGENT="auto")
+    assert done.returncode == 1
+    assert "FAIL agent: no agent CLI found: neither `hapi` nor `claude`" in done.stdout
