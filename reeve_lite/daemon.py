@@ -314,7 +314,9 @@ class Daemon:
             try:
                 scheduler.executor.profile = scheduler.executor.resolve_profile()
             except AgentUnavailable as exc:
-                log.error("reload: %s; runs keep the agent %s", exc, scheduler.executor.profile.name)
+                log.error(
+                    "reload: %s; runs keep the agent %s", exc, scheduler.executor.profile.name
+                )
             logging.getLogger().setLevel(new.log_level.upper())
             scheduler.wake()
             log.info("configuration re-read from %s", new.config)
