@@ -430,3 +430,12 @@ def container(
             booted.stop(machine)
             for note in booted.notes:
                 progress(note)
+
+
+# The fake Claude Code (tests/fake_hapi.py as `claude`) where the units' PATH finds
+# it, so that REEVE_LITE_AGENT=auto resolves to it; fake_hapi.py at /opt/fake-hapi.py.
+FAKE_CLAUDE = (
+    "printf '%s\\n' '#!/bin/sh' "
+    "'FAKE_AGENT_AS=claude exec /usr/bin/python3 /opt/fake-hapi.py \"$@\"' "
+    "> /usr/local/bin/claude && chmod 0755 /usr/local/bin/claude /opt/fake-hapi.py"
+)

@@ -19,6 +19,7 @@ import pytest
 
 from tests.systemd.conftest import (
     BOOT_TIMEOUT,
+    FAKE_CLAUDE,
     PROJECT_ROOT,
     Container,
     boot,
@@ -80,6 +81,8 @@ def machine(
         for deb in debs.values():
             fresh.copy_in(deb, f"/tmp/{deb.name}")
         fresh.copy_in(PROJECT_ROOT / "tests" / "fake_hapi.py", "/opt/fake-hapi.py")
+        # The fake Claude Code where the units' PATH finds it (REEVE_LITE_AGENT=auto).
+        fresh.run(FAKE_CLAUDE)
         yield fresh
     finally:
         booted.stop(fresh)
@@ -132,9 +135,8 @@ def test_a_member_of_group_reeve_schedules_a_pulse_that_runs_in_a_transient_unit
     machine: Container,
 ) -> None:
     machine.run(
-        "useradd --create-home --groups reeve alice && chmod 0755 /opt/fake-hapi.py"
-        " && echo 'REEVE_LITE_AGENT_COMMAND=/usr/bin/python3 /opt/fake-hapi.py'"
-        " >> /etc/reeve-lite/reeve-lite.conf"
+        "useradd --create-home --groups reeve alice"
+        " && echo 'REEVE_LITE_AGENT=claude' >> /etc/reeve-lite/reeve-lite.conf"
     )
     made = json.loads(machine.run(f'{AS_ALICE} schedule --json now "hello from alice"').stdout)
     pulse = poll(
@@ -197,7 +199,7 @@ def test_an_upgrade_keeps_pending_pulses_and_they_still_fire(
     )
     assert pulse["attempts"][0]["result"].startswith("done: after the upgrade")
     # The configuration the admin changed is kept (it is a conffile).
-    assert "/opt/fake-hapi.py" in machine.run("cat /etc/reeve-lite/reeve-lite.conf").stdout
+    assert "REEVE_LITE_AGENT=claude" in machine.run("cat /etc/reeve-lite/reeve-lite.conf").stdout
 
 
 def test_remove_keeps_the_database_and_purge_deletes_everything(machine: Container) -> None:

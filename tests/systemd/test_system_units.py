@@ -10,20 +10,21 @@ from typing import Any
 import pytest
 
 from tests.report import record
-from tests.systemd.conftest import Container, poll
+from tests.systemd.conftest import FAKE_CLAUDE, Container, poll
 
 pytestmark = pytest.mark.systemd
 
-SETUP = """
+SETUP = f"""
 set -e
 id reeve >/dev/null 2>&1 || useradd --system --user-group --home-dir /var/lib/reeve-lite \
     --no-create-home --shell /usr/sbin/nologin reeve
 ln -sf /opt/reeve-lite/bin/reeve-lite /usr/bin/reeve-lite
 install -m 0755 /src/tests/fake_hapi.py /opt/fake-hapi.py
+# The fake Claude Code on the units' PATH: REEVE_LITE_AGENT=auto finds it.
+{FAKE_CLAUDE}
 cp /src/units/system/* /etc/systemd/system/
 mkdir -p /etc/reeve-lite
 cat > /etc/reeve-lite/reeve-lite.conf <<'EOF'
-REEVE_LITE_AGENT_COMMAND=/usr/bin/python3 /opt/fake-hapi.py
 REEVE_LITE_RETRY_BASE=1s
 REEVE_LITE_SCOPE_MEMORY_MAX=256M
 EOF

@@ -8,18 +8,19 @@ from typing import Any
 
 import pytest
 
-from tests.systemd.conftest import Container, poll
+from tests.systemd.conftest import FAKE_CLAUDE, Container, poll
 
 pytestmark = pytest.mark.systemd
 
-SETUP = """
+SETUP = f"""
 set -e
 id alice >/dev/null 2>&1 || useradd --create-home --shell /bin/bash alice
 ln -sf /opt/reeve-lite/bin/reeve-lite /usr/bin/reeve-lite
 install -m 0755 /src/tests/fake_hapi.py /opt/fake-hapi.py
+{FAKE_CLAUDE}
 cp /src/units/user/* /etc/systemd/user/
 install -d -o alice -g alice /home/alice/.config /home/alice/.config/reeve-lite
-printf '%s\\n' 'REEVE_LITE_AGENT_COMMAND=/usr/bin/python3 /opt/fake-hapi.py' \
+printf '%s\\n' 'REEVE_LITE_AGENT=claude' \
     'REEVE_LITE_SCOPE_MEMORY_MAX=64M' > /home/alice/.config/reeve-lite/reeve-lite.conf
 chown alice:alice /home/alice/.config/reeve-lite/reeve-lite.conf
 loginctl enable-linger alice
