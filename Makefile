@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
-.PHONY: venv run test test-slow test-systemd lint format bench install-user deb lock clean
+.PHONY: venv run test test-slow test-agent test-systemd lint format bench install-user deb lock clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -m venv $(VENV) || { echo "cannot create a virtualenv: install python3-venv (apt-get install python3-venv)"; exit 1; }
@@ -30,6 +30,11 @@ test: $(STAMP)
 # Tests that wait on real time (cron minute boundaries).
 test-slow: $(STAMP)
 	@$(BIN)/pytest -q -m slow; rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
+
+# The real Claude Code and hapi from the npm registry (pinned; installed once under
+# /var/cache/reeve-lite-test), against a local stand-in for the Anthropic API.
+test-agent: $(STAMP)
+	$(BIN)/pytest -q -s -p no:cacheprovider -m agent tests/agent
 
 # A real systemd booted in systemd-nspawn; root only. The first run builds a Debian
 # root cached in /var/cache/reeve-lite-test (about 80 s); later runs take seconds.
