@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from reeve_lite.executor import processes_of_attempt
-from tests.agent.conftest import CLAUDE_VERSION, HAPI_VERSION, Clis, Hub, agent_settings
+from tests.agent.clis import CLAUDE_VERSION, HAPI_VERSION, Clis
+from tests.agent.conftest import Hub, agent_settings
 from tests.conftest import Daemon, wait_for
 from tests.fake_anthropic import ERRORS, FakeAnthropic
 from tests.fake_telegram import BOT_TOKEN, FakeTelegram

@@ -31,12 +31,14 @@ from typing import IO, Any, NoReturn
 
 import pytest
 
+from tests.agent.clis import ensure_clis
 from tests.conftest import wait_for
 from tests.systemd import rootfs
 
 HERE = Path(__file__).resolve().parent
 PROJECT_ROOT = HERE.parents[1]  # the checkout under test, wherever CI cloned it
 SRC_MOUNT = "/src"  # PROJECT_ROOT, bound read-only
+AGENTS_MOUNT = "/opt/agents"  # the real agent CLIs (tests/agent/clis.py), read-only
 CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 BOOT_TIMEOUT = 120.0
 # Not worth copying into the container to build the project (and some are huge);
@@ -299,9 +301,10 @@ def poll(check: Callable[[], Any], timeout: float = 30, what: str = "condition")
     return wait_for(check, timeout, what, interval=0.2)
 
 
-def boot(root: Path, log: Path, name: str = "") -> _Boot:
+def boot(root: Path, log: Path, name: str = "", agents: Path | None = None) -> _Boot:
     """Start systemd-nspawn booting `root` in the background; output goes to `log`.
-    `name` tells apart two containers of one session."""
+    `name` tells apart two containers of one session; `agents`, the real agent
+    CLIs, is bound read-only at AGENTS_MOUNT."""
     machine = f"reeve-lite-test-{os.getpid()}{name}"  # unique: nspawn keys host state on it
     argv = [
         rootfs.which("systemd-nspawn") or "systemd-nspawn",
@@ -314,6 +317,7 @@ def boot(root: Path, log: Path, name: str = "") -> _Boot:
         f"--machine={machine}",
         "--console=read-only",
         f"--bind-ro={PROJECT_ROOT}:{SRC_MOUNT}",
+        *([f"--bind-ro={agents}:{AGENTS_MOUNT}"] if agents is not None else []),
         "--",
         "systemd.firstboot=off",
     ]
@@ -404,11 +408,13 @@ def container(
     except rootfs.HostToolsUnavailable as exc:
         unavailable(f"systemd-nspawn/debootstrap unavailable: {exc}")
 
+    # The real Claude Code, for the one real-agent run in a transient unit.
+    agents = ensure_clis().root
     with rootfs.leased_rootfs(progress) as root:
         log = tmp_path_factory.mktemp("systemd") / "console.log"
         started = time.monotonic()
         deadline = started + BOOT_TIMEOUT
-        booted = boot(root, log)
+        booted = boot(root, log, agents=agents)
         machine: Container | None = None
         try:
             init_pid = booted.wait_for_init(deadline)
