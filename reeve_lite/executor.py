@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import shutil
 import signal
 import sys
@@ -471,6 +472,8 @@ class Executor:
         duration_ms = int((time.monotonic() - t0) * 1000)
         tail_text = tail.decode("utf-8", "replace")
         unit_result = _unit_result(tail_text) if self.mode == "service" else None
+        if self.mode == "service":
+            tail_text = _without_systemd_run_lines(tail_text)
         if unit_result == "timeout":
             timed_out = True  # systemd stopped the unit at RuntimeMaxSec
         verdict = judge(
@@ -602,6 +605,19 @@ def _command_name(pid: int) -> str:
         return Path(f"/proc/{pid}/comm").read_text().strip() or str(pid)
     except OSError:
         return str(pid)
+
+
+# What `systemd-run --wait` says of the unit around the agent's own output.
+_SYSTEMD_RUN_LINES = re.compile(
+    r"^(Running as unit: |Finished with result: |Main processes terminated with: |"
+    r"Service runtime: |CPU time consumed: |Memory peak: |Memory swap peak: |IP traffic |"
+    r"IO bytes )"
+)
+
+
+def _without_systemd_run_lines(tail: str) -> str:
+    """The agent's output without systemd-run's own lines about the unit."""
+    return "\n".join(line for line in tail.split("\n") if not _SYSTEMD_RUN_LINES.match(line))
 
 
 def _unit_result(tail: str) -> str | None:

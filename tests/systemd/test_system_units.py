@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import uuid
 from typing import Any
 
 import pytest
@@ -109,7 +110,7 @@ def test_a_pulse_runs_as_a_transient_service_of_the_reeve_user(system: Container
         "the pulse to complete",
     )
     [attempt] = done["attempts"]
-    assert attempt["session_id"] == f"sess-{pulse['pulse_id']}-1"
+    assert uuid.UUID(attempt["session_id"])  # the fake's own, from its init event
     [call] = calls(system)
     # The prompt arrived literally, neither $-expanded nor %-expanded by systemd.
     assert call["argv"][-1] == "[sleep 3] water the plants $HOME %h"
@@ -128,7 +129,10 @@ def test_failures_reach_the_journal_with_their_priority(system: Container) -> No
         "the pulse to fail",
     )
     warnings = system.run("journalctl -u reeve-lite -p warning -o cat --no-pager").stdout
-    assert f"pulse={pulse['pulse_id']} attempt=1 failed: agent exited with status 3" in warnings
+    assert (
+        f"pulse={pulse['pulse_id']} attempt=1 failed: claude exited with status 3: "
+        "Error: asked to exit 3; now failed"
+    ) in warnings
     # The agent's own output, line by line, tagged with its pulse.
     output = system.run(f"journalctl -t reeve-pulse-{pulse['pulse_id']}-1 -o cat --no-pager")
     assert "Error: asked to exit 3" in output.stdout
