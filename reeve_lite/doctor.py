@@ -39,8 +39,11 @@ def run(settings: Settings, *, out: Callable[[str], None] = print) -> int:
     results = [check_daemon(settings)]
     agent = check_agent(settings)
     results.append(agent[0])
-    if agent[1] is not None and agent[1].name == "hapi":
-        results.append(check_hapi(agent[1]))
+    profile = agent[1]
+    if profile is not None and profile.name == "hapi":
+        results.append(check_hapi(profile))
+    if profile is not None and profile.name in ("hapi", "claude"):
+        results.append(check_login(profile))
     results += [check_desk(settings), check_mcp(settings)]
     if settings.telegram_token:
         results.append(check_telegram(settings))
@@ -119,6 +122,41 @@ def check_hapi(profile: Profile) -> Check:
         return Check("hapi", False, problem[0], problem[1])
     url = os.environ.get("HAPI_API_URL") or "the URL in hapi's settings"
     return Check("hapi", True, f"the hub at {url} accepts hapi's token")
+
+
+def check_login(profile: Profile) -> Check:
+    """Claude Code has a login or an API key (`claude auth status`; no network)."""
+    import shutil
+
+    claude = profile.command[0] if profile.name == "claude" else shutil.which("claude")
+    if claude is None:
+        return Check(
+            "login",
+            False,
+            "hapi runs `claude`, which is not on PATH",
+            "npm install -g @anthropic-ai/claude-code",
+        )
+    try:
+        done = subprocess.run(
+            [claude, "auth", "status"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+        status = json.loads(done.stdout)
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return Check("login", False, f"`{claude} auth status` gave no answer")
+    how = status.get("authMethod") if isinstance(status, dict) else None
+    if isinstance(status, dict) and status.get("loggedIn"):
+        return Check("login", True, f"Claude Code is logged in ({how})")
+    return Check(
+        "login",
+        False,
+        "Claude Code is not logged in and has no API key",
+        "run `claude` once as the daemon's user and /login, or give the daemon ANTHROPIC_API_KEY",
+    )
 
 
 def check_desk(settings: Settings) -> Check:

@@ -190,6 +190,11 @@ def call_tool(config: list[str], name: str, arguments: dict[str, Any]) -> str:
 
 def main() -> int:
     argv = sys.argv[1:]
+    if argv == ["auth", "status"] and os.environ.get("FAKE_AGENT_AS") == "claude":
+        # As Claude Code 2.1.332 answers, without asking the API.
+        keyed = bool(os.environ.get("ANTHROPIC_API_KEY"))
+        print(json.dumps({"loggedIn": keyed, "authMethod": "api_key" if keyed else "none"}))
+        return 0 if keyed else 1
     if argv == ["--version"]:
         as_claude = os.environ.get("FAKE_AGENT_AS") == "claude"
         print("2.1.332 (Claude Code)" if as_claude else "hapi version: 0.30.7")

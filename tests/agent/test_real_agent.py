@@ -270,3 +270,40 @@ def test_a_telegram_message_is_answered_once_by_the_real_claude(
         "(g) a Telegram message, answered by the real claude",
         "exactly one sendMessage to the chat: the agent's send_notification",
     )
+
+
+def test_doctor_passes_against_the_real_clis_and_hub(
+    make_daemon: Callable[..., Daemon],
+    tmp_path: Path,
+    clis: Clis,
+    anthropic: FakeAnthropic,
+    hub: Hub,
+) -> None:
+    settings = agent_settings(tmp_path, anthropic, clis.path_with("hapi", "claude")) | hub.env()
+    daemon = make_daemon(**settings)
+
+    def doctor(**env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "reeve_lite.cli", "doctor"],
+            env=daemon.env() | env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    done = doctor()
+    assert done.returncode == 0, done.stdout
+    assert (
+        f"ok   agent: hapi: {clis.path_with('hapi', 'claude')}/hapi (hapi version: " in done.stdout
+    )
+    assert f"ok   hapi: the hub at {hub.url} accepts hapi's token" in done.stdout
+    assert "ok   login: Claude Code is logged in (api_key)" in done.stdout
+    wrong = doctor(CLI_API_TOKEN="not-the-hubs-token")
+    assert wrong.returncode == 1
+    assert f"FAIL hapi: hapi's hub at {hub.url} refuses its token (401)" in wrong.stdout
+    record(
+        "the real agent",
+        "reeve-lite doctor against the real CLIs and hub",
+        "all checks pass; a wrong hapi token is named with its fix",
+    )
