@@ -458,7 +458,11 @@ async def get_pulse(request: web.Request, ctx: Context) -> web.Response:
     """One pulse with its latest attempts and missed occurrences."""
     pulse_id = _pulse_id(request)
     attempts = _int_param(request, "attempts", default=MAX_ATTEMPTS_SHOWN, low=0, high=1000)
-    return json_response(with_fire_times(await ctx.store.get(pulse_id, attempts=attempts)))
+    pulse = with_fire_times(await ctx.store.get(pulse_id, attempts=attempts))
+    for run in ctx.scheduler.runs.values():
+        if run.pulse_id == pulse_id:
+            pulse.progress = run.stream.progress()
+    return json_response(pulse)
 
 
 async def cancel(request: web.Request, ctx: Context) -> web.Response:

@@ -394,6 +394,7 @@ def _print_pulse(p: dict[str, Any], zone: ZoneInfo, verb: str | None) -> None:
         ("session", p["session_id"]),
         ("tags", ", ".join(p["tags"]) or None),
         ("last error", p["last_error"]),
+        ("now", p.get("progress")),
     ]
     for key, value in rows:
         if value is not None:

@@ -311,6 +311,11 @@ class Pulse(_Model):
         description="Recurring pulses, when created, rescheduled or fetched: the next "
         "three occurrences, in UTC and in the pulse's zone.",
     )
+    progress: str | None = Field(
+        default=None,
+        description="When one pulse is fetched while it runs: what its agent waits on, "
+        "e.g. 'API retry 3/10: overloaded (529)'.",
+    )
 
 
 class PulseList(_Model):

@@ -92,8 +92,8 @@ def test_a_retry_resumes_its_session_with_a_note_not_another_copy(daemon: Daemon
     )
 
 
-def test_status_shows_api_retries_while_they_last(daemon: Daemon) -> None:
-    daemon.client().create(prompt="[api-retry 40] slow API")
+def test_status_and_show_tell_of_api_retries_while_they_last(daemon: Daemon) -> None:
+    made = daemon.client().create(prompt="[api-retry 40] slow API")
     progress = wait_for(
         lambda: next(
             (r["progress"] for r in daemon.client().status()["running"] if r["progress"]), None
@@ -104,3 +104,7 @@ def test_status_shows_api_retries_while_they_last(daemon: Daemon) -> None:
     )
     assert progress.startswith("API retry ")
     assert progress.endswith("/10: overloaded (529)")
+    shown = wait_for(
+        lambda: daemon.client().get(made["pulse_id"])["progress"], 10, "progress in show"
+    )
+    assert shown.endswith("/10: overloaded (529)")
