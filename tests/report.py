@@ -31,6 +31,7 @@ AREAS = (
     "crash",
     "faults",
     "agent faults",
+    "the real agent",
     "hostile input",
     "store",
     "group commit",

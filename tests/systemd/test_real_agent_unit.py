@@ -43,17 +43,17 @@ def test_a_real_claude_pulse_runs_in_a_transient_scope(container: Container) -> 
             f"--property=Type=notify --collect {setenv} /usr/local/bin/reeve-lite serve"
         )
         try:
-            cli = f"reeve-lite --socket {SOCKET}"
-            status = json.loads(container.run(f"{cli} status --json").stdout)
+
+            def cli(args: str) -> Any:
+                done = container.run(f"reeve-lite {args} --socket {SOCKET} --json")
+                return json.loads(done.stdout)
+
+            status = poll(lambda: cli("status"), 30, "the daemon to answer")
             assert (status["agent"], status["executor"]) == ("claude", "scope")
-            made = json.loads(
-                container.run(f"{cli} schedule --json now 'Report the disk usage.'").stdout
-            )
+            made = cli("schedule now 'Report the disk usage.'")
 
             def done() -> dict[str, Any] | None:
-                shown: dict[str, Any] = json.loads(
-                    container.run(f"{cli} show --json {made['pulse_id']}").stdout
-                )
+                shown: dict[str, Any] = cli(f"show {made['pulse_id']}")
                 return shown if shown["status"] in ("completed", "failed") else None
 
             pulse = poll(done, 90, "the real claude's pulse")

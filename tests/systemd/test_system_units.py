@@ -112,8 +112,10 @@ def test_a_pulse_runs_as_a_transient_service_of_the_reeve_user(system: Container
     [attempt] = done["attempts"]
     assert uuid.UUID(attempt["session_id"])  # the fake's own, from its init event
     [call] = calls(system)
-    # The prompt arrived literally, neither $-expanded nor %-expanded by systemd.
-    assert call["argv"][-1] == "[sleep 3] water the plants $HOME %h"
+    # The prompt arrived literally on stdin (through systemd-run --pipe), neither
+    # $-expanded nor %-expanded by systemd, and is in no argv.
+    assert call["prompt"] == "[sleep 3] water the plants $HOME %h"
+    assert not any("water the plants" in word for word in call["received"])
     assert call["cwd"] == "/var/lib/reeve-lite/desk"
     assert call["leaked"] == []
     # The run's unit is gone once it ended (--collect).
