@@ -31,6 +31,7 @@ AREAS = (
     "crash",
     "faults",
     "agent faults",
+    "agent runs",
     "the real agent",
     "hostile input",
     "store",

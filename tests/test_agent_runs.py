@@ -26,7 +26,7 @@ def test_a_run_schedules_its_own_future_through_its_tools(daemon: Daemon) -> Non
     assert (follow_up["source"], follow_up["status"]) == ("reeve", "pending")
     assert follow_up["session_id"] == attempt["session_id"]
     record(
-        "the real agent",
+        "agent runs",
         "a run calls its schedule tool (fake CLI through --mcp-config)",
         "pulse of source reeve created in the run's session, no denial",
     )
@@ -68,7 +68,7 @@ def test_a_vanished_session_runs_again_as_a_new_one(daemon: Daemon) -> None:
     assert done["session_id"] == fresh["session_id"] != "gone-7"
     assert done["retry_count"] == 0
     record(
-        "the real agent",
+        "agent runs",
         "a pulse resumes a session that no longer exists",
         "attempt recorded with the CLI's reason; run at once as a new session, no retry used",
     )
@@ -86,7 +86,7 @@ def test_a_retry_resumes_its_session_with_a_note_not_another_copy(daemon: Daemon
     assert transcript[1].startswith("[reeve-lite] This is attempt 2 of the same pulse.")
     assert "simulated failure 1 of 2" in transcript[1]
     record(
-        "the real agent",
+        "agent runs",
         "a pulse fails twice, then succeeds",
         "one session holds the prompt once and two short notes on how each attempt ended",
     )
