@@ -173,14 +173,21 @@ class Listener:
             await self.bot.send_message(chat, text)
 
     async def _typing_while_runs(self, chat: int, pulse_id: int) -> None:
-        """Show the bot as typing while the message's pulse is pending or running."""
+        """Show the bot as typing while the message's pulse is pending or running,
+        then answer the message once (see `closing_answer`)."""
+        loop = asyncio.get_running_loop()
+        typed = -TYPING_EVERY
         while True:
-            with contextlib.suppress(TelegramError):
-                await self.bot.call("sendChatAction", {"chat_id": chat, "action": "typing"})
-            await asyncio.sleep(4.5)  # Telegram shows it for about 5 s
+            if loop.time() - typed >= TYPING_EVERY:
+                typed = loop.time()
+                with contextlib.suppress(TelegramError):
+                    await self.bot.call("sendChatAction", {"chat_id": chat, "action": "typing"})
+            await asyncio.sleep(LOOK_EVERY)
             try:
                 pulse = await asyncio.to_thread(self.client.get, pulse_id)
-            except (DaemonUnreachable, ApiFailure):
+            except DaemonUnreachable:
+                continue  # a restart: the pulse is still there, and so is its answer
+            except ApiFailure:
                 return
             if pulse["status"] not in ("pending", "processing"):
                 answer = closing_answer(pulse)
@@ -215,6 +222,8 @@ def closing_answer(pulse: dict[str, Any]) -> str | None:
     return result if len(result) <= MAX_ANSWER else result[: MAX_ANSWER - 1] + "…"
 
 
+TYPING_EVERY = 4.5  # seconds; Telegram shows "typing" for about 5 s
+LOOK_EVERY = 0.5  # seconds: how soon after its pulse ends a message is answered
 # The longest answer sent from a run's result (Telegram splits it in messages of 4096).
 MAX_ANSWER = 12000
 # Pulses that end without running the agent (expired: past its deadline, which is
