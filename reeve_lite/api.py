@@ -22,7 +22,7 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
@@ -189,12 +189,33 @@ def _pulse_id(request: web.Request) -> int:
     return _int_param(request, "pulse_id", default=None, low=1, high=MAX_ID)
 
 
-def _when(text: str, ctx: Context, zone_name: str | None, field_name: str) -> Any:
+# How far in the past a time may be and still mean "now": the clocks of a client
+# and the daemon may differ a little, and a request takes its time.
+PAST_TOLERANCE = 60.0
+
+
+def _when(
+    text: str, ctx: Context, zone_name: str | None, field_name: str, *, future: bool = True
+) -> Any:
+    """The instant `text` names; with `future`, one in the past (beyond the clock
+    skew tolerance) is refused, saying how far back it is and what to use instead."""
     zone = ctx.settings.zone if zone_name is None else load_zone(zone_name)
+    now = ctx.scheduler.clock()
     try:
-        return parse_when(text, now=ctx.scheduler.clock(), tz=zone)
+        when = parse_when(text, now=now, tz=zone)
     except TimeParseError as exc:
         raise ApiError(422, "invalid_time", str(exc), field_name) from None
+    late = (now - when).total_seconds()
+    if future and late > PAST_TOLERANCE:
+        raise ApiError(
+            422,
+            "invalid_time",
+            f"{field_name} {text!r} is {format_duration(late)} in the past "
+            f"({when:%Y-%m-%d %H:%M:%S}Z); use \"now\" to run it at once, or a time to come "
+            "(\"in 10 minutes\", \"tomorrow at 9am\")",
+            field_name,
+        )
+    return when
 
 
 # --- handlers
@@ -344,8 +365,16 @@ async def trigger(request: web.Request, ctx: Context) -> web.Response:
             spacing = s.self_min_delay
             low, high = max(low, spacing), max(high, spacing)
         when = paced_time(now, low, high, own, spacing)
-    elif cron is not None and "scheduled_at" not in given:
-        occurrence = next_occurrence(cron, zone, now)
+    elif cron is not None:
+        # WHEN with cron means "not before": the first run is the first occurrence
+        # at or after it, so every run stays on the grid. The agent's own pulses
+        # keep the self-pacing delay on their first run too.
+        start = now
+        if "scheduled_at" in given:
+            start = max(start, _when(body.scheduled_at, ctx, zone_name, "scheduled_at"))
+        if body.source == SELF_SOURCE:
+            start = max(start, now + timedelta(seconds=s.self_min_delay))
+        occurrence = next_occurrence(cron, zone, start - timedelta(microseconds=1))
         when = jittered(occurrence, jitter)
     else:
         when = _when(body.scheduled_at, ctx, zone_name, "scheduled_at")

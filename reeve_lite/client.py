@@ -70,11 +70,13 @@ class Client:
 
     @classmethod
     def from_settings(cls, settings: Settings, *, timeout: float = 30.0) -> Client:
-        """A client for the daemon the settings name. Without a socket of one's own,
-        the system daemon's (a member of group reeve may use it) stands in."""
+        """A client for the daemon the settings name. A socket the user named is the
+        only one tried; without one, where the default socket does not exist, the
+        system daemon's (a member of group reeve may use it) stands in."""
         socket_path = settings.socket
         if (
-            not socket_path.exists()
+            "socket" not in settings.explicit
+            and not socket_path.exists()
             and SYSTEM_SOCKET.exists()
             and os.access(SYSTEM_SOCKET, os.W_OK)
         ):

@@ -79,6 +79,8 @@ class Settings:
     default_expires_after: Mapping[str, float]
     self_min_delay: float
     self_max_pending: int
+    # The settings given by a flag, the environment or the file (not defaults).
+    explicit: frozenset[str] = field(default=frozenset(), compare=False)
 
     @property
     def zone(self) -> ZoneInfo:
@@ -589,6 +591,7 @@ def load_settings(
             where = f" in {path}" if key in from_file else ""
             raise ConfigError(f"unknown setting {key}{where}; known settings: {known}")
     values: dict[str, Any] = {}
+    explicit_names: set[str] = set()
     for setting in SETTINGS:
         raw = overrides.get(setting.name)
         origin = setting.flag or setting.env
@@ -597,6 +600,8 @@ def load_settings(
             origin = setting.env if setting.env in real_env else f"{setting.env} in {path}"
         if raw is None:
             raw, origin = setting.default(env), f"default of {setting.env}"
+        else:
+            explicit_names.add(setting.name)
         try:
             values[setting.name] = setting.parse(raw)
         except ValueError as exc:
@@ -604,7 +609,7 @@ def load_settings(
             raise ConfigError(f"invalid {origin}={shown}: {exc}") from None
     values["api_token"] = _resolve_token(values["token_file"], values["api_token"], env)
     values["telegram_token"] = _credential(env, "telegram-token") or values["telegram_token"]
-    settings = Settings(**values)
+    settings = Settings(**values, explicit=frozenset(explicit_names))
     if settings.retry_base <= 0:
         raise ConfigError(f"invalid {_BY_NAME['retry_base'].env}: must be more than 0 seconds")
     if settings.agent_timeout <= 0:

@@ -165,13 +165,20 @@ def test_without_a_socket_of_its_own_a_client_uses_the_system_daemons(
     daemon: Daemon, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     from reeve_lite import client as client_module
-    from reeve_lite.client import Client
+    from reeve_lite.client import Client, DaemonUnreachable
     from reeve_lite.config import load_settings
 
-    settings = load_settings({"REEVE_LITE_SOCKET": str(tmp_path / "missing.sock")})
+    # The default socket (under XDG_RUNTIME_DIR) does not exist: the system's stands in.
+    default = load_settings({"XDG_RUNTIME_DIR": str(tmp_path / "runtime")})
     monkeypatch.setattr(client_module, "SYSTEM_SOCKET", tmp_path / "no-system.sock")
-    assert Client.from_settings(settings).socket_path == tmp_path / "missing.sock"
+    assert Client.from_settings(default).socket_path == default.socket
     monkeypatch.setattr(client_module, "SYSTEM_SOCKET", daemon.socket)
-    found = Client.from_settings(settings)
+    found = Client.from_settings(default)
     assert found.socket_path == daemon.socket
     assert found.health()["ok"] is True
+    # A socket the user names is the only one tried, by variable or by flag.
+    named = load_settings({"REEVE_LITE_SOCKET": str(tmp_path / "no" / "such.sock")})
+    assert Client.from_settings(named).socket_path == tmp_path / "no" / "such.sock"
+    flagged = load_settings({}, overrides={"socket": str(tmp_path / "flag.sock")})
+    with pytest.raises(DaemonUnreachable, match=r"flag\.sock"):
+        Client.from_settings(flagged).health()

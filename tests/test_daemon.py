@@ -355,24 +355,22 @@ def test_openapi_document_lists_every_operation(daemon: Daemon) -> None:
     assert set(trigger["responses"]) >= {"201", "200", "401", "413", "422"}
 
 
-def test_recurring_pulse_is_rearmed_at_its_next_occurrence(daemon: Daemon) -> None:
+def test_when_with_cron_means_not_before_and_keeps_the_grid(daemon: Daemon) -> None:
     client = daemon.client()
-    pulse = client.create(
+    before = datetime.now(UTC)
+    now = client.create(
         prompt="tick", cron="*/5 * * * *", timezone="America/New_York", scheduled_at="now"
     )
-
-    def rearmed_after_a_run() -> dict | None:  # type: ignore[type-arg]
-        p = client.get(pulse["pulse_id"])
-        finished = [a for a in p["attempts"] if a["finished_at"]]
-        return p if finished and p["status"] == "pending" else None
-
-    rearmed = wait_for(rearmed_after_a_run, what="the first run to end and re-arm")
-    due = datetime.fromisoformat(rearmed["scheduled_at"])
-    assert due > datetime.now(UTC)
-    assert due.minute % 5 == 0
-    assert due.second == 0
-    assert rearmed["retry_count"] == 0
-    assert rearmed["timezone"] == "America/New_York"
+    later = client.create(
+        prompt="tock", cron="*/5 * * * *", timezone="America/New_York", scheduled_at="in 1 hour"
+    )
+    for pulse, earliest in ((now, before), (later, before + timedelta(hours=1))):
+        due = datetime.fromisoformat(pulse["scheduled_at"])
+        assert due >= earliest
+        assert due < earliest + timedelta(minutes=5, seconds=1)
+        assert (due.minute % 5, due.second, due.microsecond) == (0, 0, 0)
+        assert pulse["timezone"] == "America/New_York"
+    assert daemon.agent.calls() == []  # not run at once, off the grid
 
 
 def test_durable_settings_of_the_database(daemon: Daemon) -> None:

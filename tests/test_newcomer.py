@@ -1,0 +1,80 @@
+"""What a careful newcomer hit in the first hour, each through the real daemon."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from reeve_lite.client import ApiFailure
+from tests.conftest import Daemon
+from tests.test_mcp import call, mcp_session
+
+
+def cli(daemon: Daemon, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "reeve_lite.cli", *args],
+        env=daemon.env(),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("when", ["2020-01-01T00:00:00Z", "2020-01-01 09:00"])
+def test_a_time_in_the_past_is_refused_saying_how_far_back(daemon: Daemon, when: str) -> None:
+    with pytest.raises(ApiFailure) as info:
+        daemon.client().create(prompt="too late", scheduled_at=when)
+    failure = info.value
+    assert (failure.status, failure.code, failure.field) == (422, "invalid_time", "scheduled_at")
+    assert "in the past" in failure.message
+    assert 'use "now" to run it at once' in failure.message
+    assert failure.message.startswith(f"scheduled_at {when!r} is ")
+    assert daemon.client().list(status=None)["total"] == 0
+
+
+def test_a_moment_ago_is_clock_skew_and_runs_now(daemon: Daemon) -> None:
+    moment_ago = (datetime.now(UTC) - timedelta(seconds=20)).isoformat()
+    made = daemon.client().create(prompt="skewed", scheduled_at=moment_ago)
+    daemon.wait_pulse(made["pulse_id"], "completed")
+
+
+def test_reschedule_and_the_cli_refuse_the_past_too(daemon: Daemon) -> None:
+    pending = daemon.client().create(prompt="later", scheduled_at="in 1 hour")
+    with pytest.raises(ApiFailure, match="in the past") as info:
+        daemon.client().reschedule(pending["pulse_id"], "2020-01-01T00:00:00Z")
+    assert info.value.field == "scheduled_at"
+    done = cli(daemon, "schedule", "2020-01-01T00:00:00Z", "too late")
+    assert done.returncode == 2
+    assert "in the past" in done.stderr
+    assert "(scheduled_at)" in done.stderr
+
+
+async def test_mcp_says_in_the_past_not_due_in_0s(daemon: Daemon) -> None:
+    async with mcp_session(daemon) as session:
+        result = await call(
+            session, "schedule_pulse", prompt="too late", scheduled_at="2020-01-01T00:00:00Z"
+        )
+    assert result.is_error
+    text = result.content[0].text
+    assert "in the past" in text
+    assert "due in 0s" not in text
+
+
+async def test_an_agents_cron_pulse_keeps_the_minimum_delay_on_its_first_run(
+    daemon: Daemon,
+) -> None:
+    before = datetime.now(UTC)
+    async with mcp_session(daemon) as session:
+        result = await call(
+            session, "schedule_pulse", prompt="every minute", cron="* * * * *", timezone="UTC"
+        )
+    assert not result.is_error, result.content[0].text
+    [pulse] = daemon.client().list()["pulses"]
+    due = datetime.fromisoformat(pulse["scheduled_at"])
+    assert due >= before + timedelta(minutes=1)  # REEVE_LITE_SELF_MIN_DELAY
+    assert due.second == 0
