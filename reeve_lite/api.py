@@ -211,8 +211,8 @@ def _when(
             422,
             "invalid_time",
             f"{field_name} {text!r} is {format_duration(late)} in the past "
-            f"({when:%Y-%m-%d %H:%M:%S}Z); use \"now\" to run it at once, or a time to come "
-            "(\"in 10 minutes\", \"tomorrow at 9am\")",
+            f'({when:%Y-%m-%d %H:%M:%S}Z); use "now" to run it at once, or a time to come '
+            '("in 10 minutes", "tomorrow at 9am")',
             field_name,
         )
     return when

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -216,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
         from reeve_lite.mcp_server import run
 
         return run(Client.from_settings(settings))
+    # `reeve-lite show 8 | head -3`: a reader that goes away ends the command
+    # quietly, as it ends `cat` (SIGPIPE), rather than with a traceback.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     return _client_command(args, settings)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -78,3 +79,21 @@ async def test_an_agents_cron_pulse_keeps_the_minimum_delay_on_its_first_run(
     due = datetime.fromisoformat(pulse["scheduled_at"])
     assert due >= before + timedelta(minutes=1)  # REEVE_LITE_SELF_MIN_DELAY
     assert due.second == 0
+
+
+def test_piping_show_to_head_is_quiet(make_daemon: Callable[..., Daemon]) -> None:
+    # More than a pipe holds (64 KiB), so that the writer meets the closed pipe.
+    daemon = make_daemon(REEVE_LITE_MAX_PROMPT_BYTES="128000")
+    made = daemon.client().create(prompt="a long line\n" * 10000)
+    done = subprocess.run(
+        f"{sys.executable} -m reeve_lite.cli show {made['pulse_id']} | head -3",
+        shell=True,
+        env=daemon.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0
+    assert done.stderr == ""
+    assert len(done.stdout.splitlines()) == 3
