@@ -9,7 +9,8 @@ The protocol part is small (JSON-RPC 2.0, one message per line on stdin and
 stdout: `initialize`, `ping`, `tools/list`, `tools/call`) and written here with
 the standard library: importing the mcp SDK alone takes longer than the whole
 start-up budget. Arguments are validated by pydantic models, whose JSON schemas
-are the tools' input schemas; the results' schemas are the daemon's models.
+are the tools' input schemas (optional ones with their plain type); the results are
+compact models of what a model needs (the REST API has every field).
 """
 
 from __future__ import annotations
@@ -19,15 +20,15 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC
 from typing import IO, Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from reeve_lite import __version__
 from reeve_lite.client import ApiFailure, Client, DaemonUnreachable
-from reeve_lite.models import NotifyOut, Pulse, PulseList, json_integer
+from reeve_lite.models import NotifyOut, json_integer
 from reeve_lite.timeparse import describe_instant
 
 # Revisions with the `initialize` handshake, oldest first; a client asking for
@@ -49,7 +50,6 @@ INSTRUCTIONS = (
     "runs at a given time), look at what is planned, move or cancel it. " + TIMES
 )
 
-When = Annotated[str, Field(min_length=1, max_length=200, description=TIMES)]
 PACING = (
     "Pulses you schedule for yourself are held to bounds: due at least a minimum delay "
     "ahead (1 minute by default), and a limited number pending (20); a call outside them "
@@ -107,7 +107,10 @@ def _advice(exc: ApiFailure) -> str:
 
 
 class _Args(BaseModel):
-    """A tool's arguments; unknown ones are ignored, as MCP servers commonly do."""
+    """A tool's arguments; an unknown one is refused (a typo would otherwise be
+    silently dropped), as on the REST API."""
+
+    model_config = ConfigDict(extra="forbid")
 
     @field_validator("*", mode="before")
     @classmethod
@@ -121,14 +124,17 @@ class _Args(BaseModel):
 
 class ScheduleArgs(_Args):
     prompt: Annotated[str, Field(min_length=1, max_length=32768, description="What to do then.")]
-    priority: Literal["critical", "high", "normal", "low", "deferred"] = "normal"
+    priority: Annotated[
+        Literal["critical", "high", "normal", "low", "deferred"],
+        Field(description="Which due pulse runs first when several are due at once."),
+    ] = "normal"
     sticky_notes: Annotated[
         list[Annotated[str, Field(min_length=1, max_length=2000)]] | None,
         Field(max_length=20, description="Reminders appended to the prompt."),
     ] = None
     tags: Annotated[
         list[Annotated[str, Field(min_length=1, max_length=64)]] | None,
-        Field(max_length=32),
+        Field(max_length=32, description="Labels for finding the pulse later, e.g. ['mail']."),
     ] = None
     resume_current_session: Annotated[
         bool, Field(description="Resume the conversation that is running now.")
@@ -142,10 +148,19 @@ class ScheduleArgs(_Args):
     timezone: Annotated[
         str | None, Field(max_length=64, description="IANA zone, e.g. Europe/Berlin.")
     ] = None
-    max_retries: Annotated[int | None, Field(ge=0, le=100)] = None
-    scheduled_at: Annotated[str | None, Field(min_length=1, max_length=200, description=TIMES)] = (
-        None
-    )
+    max_retries: Annotated[
+        int | None,
+        Field(ge=0, le=100, description="Retries after a failed run (default 3)."),
+    ] = None
+    scheduled_at: Annotated[
+        str | None,
+        Field(
+            min_length=1,
+            max_length=200,
+            description="When to run; default: now. With cron: not before this time. " + TIMES,
+            json_schema_extra={"default": "now"},
+        ),
+    ] = None
     pace_min: Annotated[
         str | None,
         Field(
@@ -184,8 +199,11 @@ class ScheduleArgs(_Args):
 
 
 class ListArgs(_Args):
-    limit: Annotated[int, Field(ge=1, le=200)] = 20
-    include_completed: bool = False
+    limit: Annotated[int, Field(ge=1, le=200, description="How many pulses at most.")] = 20
+    include_completed: Annotated[
+        bool,
+        Field(description="Also list pulses that ran, failed, expired or were cancelled."),
+    ] = False
 
 
 class PulseArgs(_Args):
@@ -194,19 +212,161 @@ class PulseArgs(_Args):
 
 class RescheduleArgs(_Args):
     pulse_id: PulseId
-    new_scheduled_at: When
+    new_scheduled_at: Annotated[
+        str, Field(min_length=1, max_length=200, description="The new time. " + TIMES)
+    ]
+
+
+Message = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=20000,
+        description="The text for the user (long text is split in several messages).",
+    ),
+]
 
 
 class NotifyArgs(_Args):
-    message: Annotated[str, Field(min_length=1, max_length=20000)]
-    priority: Literal["normal", "silent", "critical"] = "normal"
-    parse_mode: Literal["Markdown", "MarkdownV2", "HTML"] | None = None
+    message: Message
+    priority: Annotated[
+        Literal["normal", "silent", "critical"],
+        Field(description="silent: no sound; critical: marked as urgent."),
+    ] = "normal"
+    parse_mode: Annotated[
+        Literal["Markdown", "MarkdownV2", "HTML"] | None,
+        Field(description="Formatting of the text; default: plain text."),
+    ] = None
 
 
 class LinkArgs(_Args):
-    message: Annotated[str, Field(min_length=1, max_length=20000)]
-    link_url: Annotated[str, Field(max_length=2000, pattern=r"^https?://\S+$")]
-    link_text: Annotated[str, Field(min_length=1, max_length=64)] = "Open"
+    message: Message
+    link_url: Annotated[
+        str,
+        Field(
+            max_length=2000,
+            pattern=r"^https?://\S+$",
+            description="The http(s) address the button opens.",
+        ),
+    ]
+    link_text: Annotated[
+        str, Field(min_length=1, max_length=64, description="The button's label.")
+    ] = "Open"
+
+
+class AttemptBrief(BaseModel):
+    """One run of a pulse, as a model needs it."""
+
+    number: int
+    started_at: str
+    finished_at: str | None
+    is_error: bool
+    error: str | None
+    result: str | None = Field(description="The run's answer, its first 500 characters.")
+    session_id: str | None
+    denials: list[str] = Field(default_factory=list, description="Tools the run was refused.")
+
+
+class PulseBrief(BaseModel):
+    """A pulse, as a model needs it (the REST API has every field)."""
+
+    pulse_id: int
+    status: str
+    scheduled_at: str
+    priority: str
+    source: str
+    prompt: str = Field(description="Its first 500 characters.")
+    cron: str | None
+    timezone: str | None
+    on_missed: str | None = None
+    expires_after: float | None = Field(
+        default=None, description="Seconds after its time past which it does not run."
+    )
+    concurrency_key: str | None = None
+    session_id: str | None
+    last_error: str | None
+    next_fire_times: list[str] | None = Field(
+        default=None, description="Recurring: the next three fire times (UTC)."
+    )
+    attempts: list[AttemptBrief] | None = Field(
+        default=None, description="get_pulse: the latest runs, oldest first."
+    )
+
+
+class PulseBriefs(BaseModel):
+    """A page of pulses."""
+
+    pulses: list[PulseBrief]
+    total: int
+
+
+def _cut(text: str | None, limit: int = 500) -> str | None:
+    return text if text is None or len(text) <= limit else text[: limit - 1] + "…"
+
+
+def brief(pulse: dict[str, Any]) -> dict[str, Any]:
+    """The compact form of a pulse of the REST API (`PulseBrief`)."""
+    fires = pulse.get("next_fire_times")
+    attempts = pulse.get("attempts")
+    return PulseBrief(
+        pulse_id=pulse["pulse_id"],
+        status=pulse["status"],
+        scheduled_at=pulse["scheduled_at"],
+        priority=pulse["priority"],
+        source=pulse["source"],
+        prompt=_cut(pulse["prompt"]) or "",
+        cron=pulse.get("cron"),
+        timezone=pulse.get("timezone"),
+        on_missed=pulse.get("on_missed"),
+        expires_after=pulse.get("expires_after"),
+        concurrency_key=pulse.get("concurrency_key"),
+        session_id=pulse.get("session_id"),
+        last_error=pulse.get("last_error"),
+        next_fire_times=[t["utc"] for t in fires] if fires else None,
+        attempts=None
+        if attempts is None
+        else [
+            AttemptBrief(
+                number=a["number"],
+                started_at=a["started_at"],
+                finished_at=a["finished_at"],
+                is_error=a["is_error"],
+                error=a["error"],
+                result=_cut(a["result"]),
+                session_id=a["session_id"],
+                denials=a.get("denials") or [],
+            )
+            for a in attempts
+        ],
+    ).model_dump(mode="json")
+
+
+def plain_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """A JSON schema whose optional properties have their plain type: generic clients
+    read `anyOf: [T, null]` as "any text" and send "2" for a number. An optional
+    argument is one left out of `required`; null is still accepted."""
+    for prop in schema.get("properties", {}).values():
+        options = prop.get("anyOf")
+        if isinstance(options, list):
+            kept = [o for o in options if o != {"type": "null"}]
+            if len(kept) == 1 and len(kept) < len(options):
+                del prop["anyOf"]
+                prop.update(kept[0])
+        if prop.get("default", 0) is None:
+            del prop["default"]
+    plain: dict[str, Any] = untitled(schema)
+    return plain
+
+
+def untitled(schema: Any) -> Any:
+    """A JSON schema without pydantic's `title` keys, which repeat the names."""
+    if isinstance(schema, dict):
+        return {
+            k: untitled(v) for k, v in schema.items() if not (k == "title" and isinstance(v, str))
+        }
+    if isinstance(schema, list):
+        return [untitled(v) for v in schema]
+    return schema
 
 
 @dataclass(frozen=True)
@@ -218,14 +378,16 @@ class Tool:
     args: type[_Args]
     result: type[BaseModel]
     run: Callable[[Any], dict[str, Any]]
+    annotations: Mapping[str, Any] = field(default_factory=dict)
 
     def listing(self) -> dict[str, Any]:
         """The tool as `tools/list` describes it."""
         return {
             "name": self.name,
             "description": self.description,
-            "inputSchema": self.args.model_json_schema(),
-            "outputSchema": self.result.model_json_schema(),
+            "inputSchema": plain_schema(self.args.model_json_schema()),
+            "outputSchema": untitled(self.result.model_json_schema()),
+            "annotations": dict(self.annotations),
         }
 
 
@@ -284,11 +446,13 @@ def build_tools(client: Client, *, env: Mapping[str, str] | None = None) -> dict
             concurrency_key=a.concurrency_key,
         )
         text = f"Scheduled pulse {pulse['pulse_id']} for {_when(pulse)}{_recurs(pulse)}."
-        return _result(text, pulse)
+        return _result(text, brief(pulse))
 
     def list_upcoming_pulses(a: ListArgs) -> dict[str, Any]:
         if a.include_completed:
             page = call(client.list, status=None, limit=a.limit)
+            # The API lists ended pulses newest first; a model asked for earliest first.
+            page["pulses"].sort(key=lambda p: (p["scheduled_at"], p["pulse_id"]))
         else:
             page = call(client.upcoming, a.limit)
         lines = [
@@ -296,7 +460,8 @@ def build_tools(client: Client, *, env: Mapping[str, str] | None = None) -> dict
             for p in page["pulses"]
         ]
         text = "\n".join(lines) if lines else "No pulses."
-        return _result(text, page)
+        pulses = [brief(p) for p in page["pulses"]]
+        return _result(text, {"pulses": pulses, "total": page.get("total", len(pulses))})
 
     def get_pulse(a: PulseArgs) -> dict[str, Any]:
         pulse = call(client.get, a.pulse_id)
@@ -324,15 +489,16 @@ def build_tools(client: Client, *, env: Mapping[str, str] | None = None) -> dict
             f"Pulse {pulse['pulse_id']} is {pulse['status']}{why}, due {_when(pulse)}, "
             f"{len(attempts)} attempt(s){outcome}{missed_text}."
         )
-        return _result(text, pulse)
+        return _result(text, brief(pulse))
 
     def cancel_pulse(a: PulseArgs) -> dict[str, Any]:
         pulse = call(client.cancel, a.pulse_id)
-        return _result(f"Cancelled pulse {pulse['pulse_id']}.", pulse)
+        return _result(f"Cancelled pulse {pulse['pulse_id']}.", brief(pulse))
 
     def reschedule_pulse(a: RescheduleArgs) -> dict[str, Any]:
         pulse = call(client.reschedule, a.pulse_id, a.new_scheduled_at)
-        return _result(f"Pulse {pulse['pulse_id']} now runs {_when(pulse)}{_recurs(pulse)}.", pulse)
+        text = f"Pulse {pulse['pulse_id']} now runs {_when(pulse)}{_recurs(pulse)}."
+        return _result(text, brief(pulse))
 
     def asking_pulse() -> int | None:
         raw = environ.get("REEVE_PULSE_ID", "")
@@ -362,37 +528,60 @@ def build_tools(client: Client, *, env: Mapping[str, str] | None = None) -> dict
             "expression (e.g. '0 9 * * 1-5' with timezone 'Europe/Berlin'). Returns the "
             "pulse's id and due time. " + TIMES + " " + PACING,
             ScheduleArgs,
-            Pulse,
+            PulseBrief,
             schedule_pulse,
+            {
+                "title": "Schedule a pulse",
+                "readOnlyHint": False,
+                "destructiveHint": False,
+                "idempotentHint": False,
+                "openWorldHint": False,
+            },
         ),
         Tool(
             "list_upcoming_pulses",
             "List the pulses that are planned, earliest first (with include_completed, also "
             "those that ran). Use it before scheduling, to avoid duplicates.",
             ListArgs,
-            PulseList,
+            PulseBriefs,
             list_upcoming_pulses,
+            {"title": "List pulses", "readOnlyHint": True, "openWorldHint": False},
         ),
         Tool(
             "get_pulse",
             "One pulse with its attempts (start, end, errors, session, cost).",
             PulseArgs,
-            Pulse,
+            PulseBrief,
             get_pulse,
+            {"title": "Show a pulse", "readOnlyHint": True, "openWorldHint": False},
         ),
         Tool(
             "cancel_pulse",
             "Cancel a pending pulse so that it never runs.",
             PulseArgs,
-            Pulse,
+            PulseBrief,
             cancel_pulse,
+            {
+                "title": "Cancel a pulse",
+                "readOnlyHint": False,
+                "destructiveHint": True,
+                "idempotentHint": True,
+                "openWorldHint": False,
+            },
         ),
         Tool(
             "reschedule_pulse",
             "Move a pending pulse to another time. " + TIMES,
             RescheduleArgs,
-            Pulse,
+            PulseBrief,
             reschedule_pulse,
+            {
+                "title": "Move a pulse",
+                "readOnlyHint": False,
+                "destructiveHint": False,
+                "idempotentHint": True,
+                "openWorldHint": False,
+            },
         ),
         Tool(
             "send_notification",
@@ -404,6 +593,13 @@ def build_tools(client: Client, *, env: Mapping[str, str] | None = None) -> dict
             NotifyArgs,
             NotifyOut,
             send_notification,
+            {
+                "title": "Message the user",
+                "readOnlyHint": False,
+                "destructiveHint": False,
+                "idempotentHint": False,
+                "openWorldHint": True,
+            },
         ),
         Tool(
             "send_message_with_link",
@@ -412,17 +608,32 @@ def build_tools(client: Client, *, env: Mapping[str, str] | None = None) -> dict
             LinkArgs,
             NotifyOut,
             send_message_with_link,
+            {
+                "title": "Message the user with a link",
+                "readOnlyHint": False,
+                "destructiveHint": False,
+                "idempotentHint": False,
+                "openWorldHint": True,
+            },
         ),
     ]
     return {tool.name: tool for tool in tools}
 
 
-def _invalid(tool: str, exc: ValidationError) -> str:
+def _invalid(tool: Tool, exc: ValidationError) -> str:
     """A validation failure, one line per argument, for a model to correct."""
+    unknown = [str(e["loc"][0]) for e in exc.errors() if e["type"] == "extra_forbidden"]
+    if unknown:
+        names = ", ".join(repr(u) for u in unknown)
+        valid = ", ".join(tool.args.model_fields)
+        return (
+            f"Unknown argument {names} for {tool.name}; its arguments are: {valid}. "
+            "Call again with those names."
+        )
     problems = "; ".join(
         f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in exc.errors()
     )
-    return f"Invalid arguments for {tool}: {problems}. Call again with corrected arguments."
+    return f"Invalid arguments for {tool.name}: {problems}. Call again with corrected arguments."
 
 
 class Server:
@@ -475,7 +686,7 @@ class Server:
         try:
             args = tool.args.model_validate(arguments or {})
         except ValidationError as exc:
-            return _error(_invalid(tool.name, exc))
+            return _error(_invalid(tool, exc))
         try:
             return tool.run(args)
         except ToolError as exc:

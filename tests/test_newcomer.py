@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Callable
@@ -97,3 +98,75 @@ def test_piping_show_to_head_is_quiet(make_daemon: Callable[..., Daemon]) -> Non
     assert done.returncode == 0
     assert done.stderr == ""
     assert len(done.stdout.splitlines()) == 3
+
+
+async def test_mcp_schemas_suit_generic_clients(daemon: Daemon) -> None:
+    async with mcp_session(daemon) as session:
+        tools = {t.name: t for t in (await session.list_tools()).tools}
+    schedule = tools["schedule_pulse"].input_schema
+    props = schedule["properties"]
+    # Optional arguments have their plain type (no `anyOf` with null), are left out of
+    # `required`, and say what they are for.
+    assert schedule["required"] == ["prompt"]
+    assert props["max_retries"]["type"] == "integer"
+    assert props["tags"]["type"] == "array"
+    assert props["scheduled_at"]["type"] == "string"
+    assert props["scheduled_at"]["default"] == "now"
+    assert "default: now" in props["scheduled_at"]["description"]
+    for name, tool in tools.items():
+        for prop_name, prop in tool.input_schema["properties"].items():
+            assert "anyOf" not in prop, (name, prop_name)
+            assert prop.get("description"), (name, prop_name)
+    hints = {name: tool.annotations for name, tool in tools.items()}
+    assert all(hint is not None for hint in hints.values())
+    read_only = {n for n, h in hints.items() if h is not None and h.read_only_hint}
+    assert read_only == {"list_upcoming_pulses", "get_pulse"}
+    cancel = hints["cancel_pulse"]
+    assert cancel is not None
+    assert (cancel.destructive_hint, cancel.idempotent_hint) == (True, True)
+
+
+def test_tools_list_is_compact(daemon: Daemon) -> None:
+    requests = [
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {}},
+        },
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
+    ]
+    done = subprocess.run(
+        [sys.executable, "-m", "reeve_lite.cli", "mcp"],
+        input="".join(json.dumps(r) + "\n" for r in requests),
+        env=daemon.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    listing = done.stdout.splitlines()[-1]
+    print(f"tools/list: {len(listing.encode())} bytes")
+    assert len(listing.encode()) < 24_000  # 44 KB when each repeated the whole pulse schema
+
+
+async def test_mcp_refuses_an_unknown_argument_naming_the_valid_ones(daemon: Daemon) -> None:
+    async with mcp_session(daemon) as session:
+        result = await call(session, "schedule_pulse", prompt="x", priorty="high")
+    assert result.is_error
+    text = result.content[0].text
+    assert text.startswith("Unknown argument 'priorty' for schedule_pulse; its arguments are: ")
+    assert "priority" in text
+    assert daemon.client().list(status=None)["total"] == 0
+
+
+async def test_listing_with_completed_is_earliest_first(daemon: Daemon) -> None:
+    first = daemon.client().create(prompt="first")
+    daemon.wait_pulse(first["pulse_id"], "completed")
+    second = daemon.client().create(prompt="second")
+    daemon.wait_pulse(second["pulse_id"], "completed")
+    later = daemon.client().create(prompt="later", scheduled_at="in 1 hour")
+    async with mcp_session(daemon) as session:
+        listed = await call(session, "list_upcoming_pulses", include_completed=True)
+    ids = [p["pulse_id"] for p in listed.structured_content["pulses"]]
+    assert ids == [first["pulse_id"], second["pulse_id"], later["pulse_id"]]
