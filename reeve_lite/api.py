@@ -32,8 +32,9 @@ from pydantic import BaseModel, ValidationError
 
 from reeve_lite import __version__
 from reeve_lite.agent import compose_prompt
-from reeve_lite.config import Settings
+from reeve_lite.config import Settings, settings_text
 from reeve_lite.models import (
+    ConfigOut,
     ErrorOut,
     FireTime,
     Health,
@@ -574,6 +575,11 @@ async def notify(request: web.Request, ctx: Context) -> web.Response:
     )
 
 
+async def config(_request: web.Request, ctx: Context) -> web.Response:
+    """The daemon's effective settings, secrets hidden."""
+    return json_response(ConfigOut(settings=settings_text(ctx.settings)))
+
+
 async def openapi(request: web.Request, _ctx: Context) -> web.Response:
     """This API's OpenAPI 3.1 document."""
     return web.json_response(openapi_document())
@@ -593,6 +599,9 @@ _LIMIT = Param(
 OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", "/api/health", health, "Liveness (no token needed)", Health, auth=False),
     Operation("GET", "/api/status", status, "Queue summary", StatusOut),
+    Operation(
+        "GET", "/api/config", config, "The daemon's effective settings (secrets hidden)", ConfigOut
+    ),
     Operation(
         "POST",
         "/api/pulse/trigger",

@@ -430,17 +430,24 @@ def _print_pulse(p: dict[str, Any], zone: ZoneInfo, verb: str | None) -> None:
 
 
 def _print_config(settings: Settings) -> None:
-    for setting in SETTINGS:
-        value = getattr(settings, setting.name)
-        if setting.secret:
-            value = "(set)" if value else "(not set)"
-        elif isinstance(value, tuple) and setting.name == "agent_command":
-            value = " ".join(value)
-        elif setting.name == "socket_mode":
-            value = f"{value:04o}"
-        elif setting.name == "default_expires_after":
-            value = ",".join(f"{source}={format_duration(v)}" for source, v in value.items())
-        print(f"{setting.env}={'' if value is None else value}")
+    """The daemon's effective settings when it answers, else this shell's; the
+    first line says which."""
+    from reeve_lite.client import ApiFailure, Client, DaemonUnreachable
+    from reeve_lite.config import settings_text
+
+    client = Client.from_settings(settings, timeout=5)
+    try:
+        shown = client.request("GET", "/api/config")["settings"]
+        print(f"# the daemon's effective settings ({client.where})")
+    except (DaemonUnreachable, ApiFailure) as exc:
+        shown = settings_text(settings)
+        why = "is not reachable" if isinstance(exc, DaemonUnreachable) else "refused"
+        print(
+            f"# the daemon at {client.where} {why}: the settings this shell gives "
+            "a daemon it starts"
+        )
+    for name, value in shown.items():
+        print(f"{name}={value}")
 
 
 if __name__ == "__main__":

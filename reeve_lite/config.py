@@ -619,6 +619,48 @@ def load_settings(
     return settings
 
 
+def duration_text(seconds: float) -> str:
+    """A duration as a user writes one in the file: `90` → `1m30s`, `0.2` → `0.2s`."""
+    if seconds != int(seconds):
+        return f"{seconds:g}s"
+    rest, parts = int(seconds), []
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "m"), (1, "s")):
+        count, rest = divmod(rest, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts) or "0"
+
+
+def setting_text(setting: Setting, value: Any) -> str:
+    """A setting's value as it would be written in the configuration file; a secret
+    that is set shows as `(hidden)`."""
+    if setting.secret:
+        return "(hidden)" if value else ""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if setting.parse is _duration:
+        return duration_text(float(value))
+    if setting.name == "socket_mode":
+        return f"{value:04o}"
+    if setting.name == "listen":
+        host, port = value
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if setting.name == "agent_command":
+        return shlex.join(value)
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, Mapping):
+        return ",".join(f"{k}={duration_text(v)}" for k, v in value.items())
+    return str(value)
+
+
+def settings_text(settings: Settings) -> dict[str, str]:
+    """Every setting by its variable, as it would be written in the file."""
+    return {s.env: setting_text(s, getattr(settings, s.name)) for s in SETTINGS}
+
+
 # What systemd gives the system service (StateDirectory= and friends).
 SYSTEM_DIRECTORIES = {
     "STATE_DIRECTORY": "/var/lib/reeve-lite",

@@ -374,6 +374,15 @@ class StatusOut(_Model):
     )
 
 
+class ConfigOut(_Model):
+    """Answer of `GET /api/config`: the daemon's effective settings."""
+
+    settings: dict[str, str] = Field(
+        description="Each REEVE_LITE_* variable as it would be written in the configuration "
+        "file; a secret that is set shows as (hidden)."
+    )
+
+
 class ErrorBody(_Model):
     """What went wrong; `field` names the offending input when there is one."""
 

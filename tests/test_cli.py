@@ -125,13 +125,40 @@ def test_serve_flag_overrides_and_is_validated(tmp_path: Path) -> None:
     assert "invalid --max-concurrent='0'" in done.stderr
 
 
-def test_config_hides_the_token() -> None:
-    done = cli("config", env={"REEVE_LITE_API_TOKEN": "s3cret-value"})
+def test_config_without_a_daemon_shows_this_shells_settings_as_written(tmp_path: Path) -> None:
+    done = cli(
+        "config",
+        env={"REEVE_LITE_API_TOKEN": "s3cret-value", "XDG_RUNTIME_DIR": str(tmp_path)},
+    )
     assert done.returncode == 0
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("# the daemon at ")
+    assert "is not reachable: the settings this shell gives a daemon it starts" in lines[0]
     assert "s3cret-value" not in done.stdout
-    assert "REEVE_LITE_API_TOKEN=(set)" in done.stdout
-    assert "REEVE_LITE_MAX_CONCURRENT=4" in done.stdout
-    assert "REEVE_LITE_DEFAULT_EXPIRES_AFTER=telegram=1h,reeve=6h" in done.stdout
+    for line in (
+        "REEVE_LITE_API_TOKEN=(hidden)",
+        "REEVE_LITE_MAX_CONCURRENT=4",
+        "REEVE_LITE_DEFAULT_EXPIRES_AFTER=telegram=1h,reeve=6h",
+        "REEVE_LITE_AGENT_TIMEOUT=1h",
+        "REEVE_LITE_SOCKET_REQUIRE_TOKEN=off",
+        "REEVE_LITE_LISTEN=",
+        "REEVE_LITE_AGENT_COMMAND=",
+        "REEVE_LITE_SOCKET_MODE=0600",
+    ):
+        assert line in lines, line
+
+
+def test_config_shows_the_daemons_own_settings(daemon: Daemon) -> None:
+    # This shell says nothing of the agent; the daemon runs the hapi profile.
+    done = cli("config", daemon=daemon)
+    assert done.returncode == 0
+    lines = done.stdout.splitlines()
+    assert lines[0] == f"# the daemon's effective settings ({daemon.socket})"
+    assert "REEVE_LITE_AGENT=hapi" in lines
+    assert "REEVE_LITE_RETRY_BASE=0.2s" in lines
+    assert "REEVE_LITE_API_TOKEN=(hidden)" in lines
+    assert f"REEVE_LITE_LISTEN=127.0.0.1:{daemon.port}" in lines
+    assert "test-token" not in done.stdout
 
 
 def test_help_lists_the_commands() -> None:
