@@ -69,7 +69,17 @@ def _parser() -> argparse.ArgumentParser:
         "'2h', 'tomorrow at 9am', 'tonight', 'at 17:30', 'monday 9am', or ISO 8601.",
     )
     p.add_argument("when", metavar="WHEN")
-    p.add_argument("prompt", metavar="PROMPT")
+    p.add_argument(
+        "prompt",
+        metavar="PROMPT",
+        nargs="?",
+        help="what the agent is asked to do; '-' reads it from standard input",
+    )
+    p.add_argument(
+        "--prompt-file",
+        metavar="PATH",
+        help="read the prompt from this file instead (for a long prompt)",
+    )
     p.add_argument("--priority", choices=PRIORITIES, default="normal")
     p.add_argument("--cron", help="5-field cron expression: recur, e.g. '30 9 * * 1-5'")
     p.add_argument("--tz", dest="timezone", help="IANA zone of WHEN and --cron")
@@ -257,8 +267,38 @@ def _restore(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _read_prompt(args: argparse.Namespace) -> str:
+    """The prompt of `schedule`: the argument, standard input for `-`, or --prompt-file."""
+    if args.prompt_file is not None:
+        if args.prompt is not None:
+            raise UsageError("give the prompt or --prompt-file, not both")
+        try:
+            with open(args.prompt_file, encoding="utf-8") as handle:
+                return handle.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"cannot read --prompt-file {args.prompt_file}: {exc}") from None
+    if args.prompt is None:
+        raise UsageError(
+            "give the prompt (or '-' to read it from standard input, or --prompt-file)"
+        )
+    if args.prompt == "-":
+        return sys.stdin.read()
+    return str(args.prompt)
+
+
+class UsageError(Exception):
+    """A command line the client cannot act on; the message says why."""
+
+
 def _client_command(args: argparse.Namespace, settings: Settings) -> int:
     from reeve_lite.client import ApiFailure, Client, DaemonUnreachable
+
+    if args.command == "schedule":
+        try:
+            args.prompt = _read_prompt(args)
+        except UsageError as exc:
+            print(f"reeve-lite: {exc}", file=sys.stderr)
+            return EXIT_USAGE
 
     client = Client.from_settings(settings)
     try:

@@ -185,6 +185,8 @@ class PulseCreate(_Strict):
         texts = value if isinstance(value, list) else [value]
         if any("\x00" in text for text in texts):
             raise ValueError("must not contain NUL characters")
+        if any(not text.strip() for text in texts):
+            raise ValueError("must not be empty or only white space")
         return value
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -191,7 +192,13 @@ def lock_writer(path: Path) -> int:
     Two daemons on one file would each claim and run the same pulses; the second
     is refused. The kernel drops the lock when the holder exits, even by SIGKILL.
     """
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except FileExistsError:
+        # mkdir's word for "a regular file where a directory belongs".
+        raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(path.parent)) from None
     lock = path.with_name(path.name + ".lock")
     fd = os.open(lock, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
     try:

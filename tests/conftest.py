@@ -180,6 +180,8 @@ class Daemon:
         return env
 
     def start(self) -> Daemon:
+        # A socket the user names must be in a directory that exists.
+        self.socket.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.tmp / f"daemon-{len(self.logs)}.log", "wb")  # noqa: SIM115
         self.logs.append(log.name)
         self.proc = subprocess.Popen(

@@ -336,6 +336,7 @@ def test_openapi_document_lists_every_operation(daemon: Daemon) -> None:
     assert set(doc["paths"]) == {
         "/api/health",
         "/api/status",
+        "/api/config",
         "/api/pulse/trigger",
         "/api/pulse/upcoming",
         "/api/pulses",

@@ -244,6 +244,7 @@ def test_full_disk_is_a_507_and_nothing_is_lost(
 
 def _serve(tmp_path: Path, db: Path) -> subprocess.CompletedProcess[str]:
     """Start the daemon on `db` and wait for it to exit (it should not start)."""
+    (tmp_path / "run").mkdir(exist_ok=True)
     env = clean_env() | {
         "REEVE_LITE_DB": str(db),
         "REEVE_LITE_SOCKET": str(tmp_path / "run" / "api.sock"),

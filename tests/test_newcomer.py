@@ -7,11 +7,12 @@ import subprocess
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from reeve_lite.client import ApiFailure
-from tests.conftest import Daemon
+from tests.conftest import Daemon, clean_env
 from tests.test_mcp import call, mcp_session
 
 
@@ -170,3 +171,84 @@ async def test_listing_with_completed_is_earliest_first(daemon: Daemon) -> None:
         listed = await call(session, "list_upcoming_pulses", include_completed=True)
     ids = [p["pulse_id"] for p in listed.structured_content["pulses"]]
     assert ids == [first["pulse_id"], second["pulse_id"], later["pulse_id"]]
+
+
+def test_a_blank_prompt_is_refused(daemon: Daemon) -> None:
+    for prompt in ("   ", "\n\t "):
+        with pytest.raises(ApiFailure) as info:
+            daemon.client().create(prompt=prompt)
+        assert (info.value.status, info.value.field) == (422, "prompt")
+        assert "empty or only white space" in info.value.message
+    with pytest.raises(ApiFailure) as info:
+        daemon.client().create(prompt="fine", sticky_notes=["ok", "  "])
+    assert info.value.field == "sticky_notes"
+
+
+def test_a_long_prompt_comes_from_stdin_or_a_file(daemon: Daemon, tmp_path: Path) -> None:
+    long = "Line of a long brief.\n" * 1000
+    done = cli(daemon, "schedule", "in 1 hour", "-", "--json", stdin=long)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["prompt"] == long
+    brief = tmp_path / "brief.txt"
+    brief.write_text("From a file.\n")
+    done = cli(daemon, "schedule", "in 1 hour", "--prompt-file", str(brief), "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["prompt"] == "From a file.\n"
+    done = cli(daemon, "schedule", "in 1 hour", "--prompt-file", str(tmp_path / "none"))
+    assert done.returncode == 2
+    assert "cannot read --prompt-file" in done.stderr
+
+
+@pytest.mark.parametrize("where", ["socket", "db"])
+def test_a_named_path_in_a_missing_directory_is_refused_leaving_nothing(
+    tmp_path: Path, where: str
+) -> None:
+    (tmp_path / "afile").touch()
+    (tmp_path / "adir").mkdir()
+    paths = {
+        "socket": [
+            "--socket",
+            str(tmp_path / "no" / "such" / "api.sock"),
+            "--db",
+            str(tmp_path / "x.db"),
+        ],
+        "db": ["--socket", str(tmp_path / "api.sock"), "--db", str(tmp_path / "adir")],
+    }[where]
+    done = subprocess.run(
+        [sys.executable, "-m", "reeve_lite.cli", "serve", *paths],
+        env=clean_env() | {"REEVE_LITE_AGENT_COMMAND": "true"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 1
+    message = {
+        "socket": "does not exist (make it, or choose another --socket)",
+        "db": "Is a directory",
+    }[where]
+    assert message in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "afile"]
+
+
+def test_a_database_under_a_regular_file_says_not_a_directory(tmp_path: Path) -> None:
+    (tmp_path / "afile").touch()
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "reeve_lite.cli",
+            "serve",
+            "--db",
+            str(tmp_path / "afile" / "x.db"),
+            "--socket",
+            str(tmp_path / "api.sock"),
+        ],
+        env=clean_env() | {"REEVE_LITE_AGENT_COMMAND": "true"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "Not a directory" in done.stderr

@@ -244,7 +244,7 @@ def test_journal_priorities_when_stderr_is_the_journal(
     tmp_path: Path, fake_agent: FakeAgent
 ) -> None:
     daemon = Daemon(tmp_path / "d", fake_agent, {"REEVE_LITE_LOG_LEVEL": "info"})
-    daemon.tmp.mkdir()
+    daemon.socket.parent.mkdir(parents=True)
     log_path = daemon.tmp / "journal.log"
     with open(log_path, "wb") as stderr:
         st = os.fstat(stderr.fileno())
