@@ -49,16 +49,24 @@ def _parser() -> argparse.ArgumentParser:
             serve.add_argument(
                 setting.flag,
                 dest=setting.name,
-                metavar="VALUE",
+                metavar=setting_metavar(setting),
                 help=f"{setting.help} (env {setting.env})",
             )
 
-    client = argparse.ArgumentParser(add_help=False)
-    client.add_argument("--socket", help="daemon's Unix socket (env REEVE_LITE_SOCKET)")
-    client.add_argument(
-        "--url", help="daemon's http(s) URL instead of the socket (env REEVE_LITE_URL)"
+    # What every client command takes; `client` adds --json for those that answer data.
+    connection = argparse.ArgumentParser(add_help=False)
+    connection.add_argument(
+        "--socket", metavar="PATH", help="daemon's Unix socket (env REEVE_LITE_SOCKET)"
     )
-    client.add_argument("--token-file", dest="token_file", help="file with the API token")
+    connection.add_argument(
+        "--url",
+        metavar="URL",
+        help="daemon's http(s) URL instead of the socket (env REEVE_LITE_URL)",
+    )
+    connection.add_argument(
+        "--token-file", dest="token_file", metavar="PATH", help="file with the API token"
+    )
+    client = argparse.ArgumentParser(add_help=False, parents=[connection])
     client.add_argument("--json", action="store_true", help="print the JSON answer")
 
     p = sub.add_parser(
@@ -81,13 +89,21 @@ def _parser() -> argparse.ArgumentParser:
         help="read the prompt from this file instead (for a long prompt)",
     )
     p.add_argument("--priority", choices=PRIORITIES, default="normal")
-    p.add_argument("--cron", help="5-field cron expression: recur, e.g. '30 9 * * 1-5'")
-    p.add_argument("--tz", dest="timezone", help="IANA zone of WHEN and --cron")
-    p.add_argument("--note", dest="sticky_notes", action="append", help="reminder (repeatable)")
-    p.add_argument("--tag", dest="tags", action="append", help="tag (repeatable)")
-    p.add_argument("--session", dest="session_id", help="agent session to resume")
-    p.add_argument("--max-retries", type=int, dest="max_retries")
-    p.add_argument("--key", dest="idempotency_key", help="idempotency key")
+    p.add_argument(
+        "--cron", metavar="EXPR", help="5-field cron expression: recur, e.g. '30 9 * * 1-5'"
+    )
+    p.add_argument("--tz", dest="timezone", metavar="ZONE", help="IANA zone of WHEN and --cron")
+    p.add_argument(
+        "--note", dest="sticky_notes", action="append", metavar="TEXT", help="reminder (repeatable)"
+    )
+    p.add_argument("--tag", dest="tags", action="append", metavar="TAG", help="tag (repeatable)")
+    p.add_argument(
+        "--session", dest="session_id", metavar="SESSION_ID", help="agent session to resume"
+    )
+    p.add_argument(
+        "--max-retries", type=int, dest="max_retries", metavar="N", help="retries after a failure"
+    )
+    p.add_argument("--key", dest="idempotency_key", metavar="KEY", help="idempotency key")
     p.add_argument(
         "--on-missed",
         choices=("once", "all", "skip"),
@@ -123,14 +139,14 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("status", parents=[client], help="the daemon's queue summary")
     sub.add_parser(
         "telegram",
-        parents=[client],
+        parents=[connection],
         help="run the Telegram listener",
         description="Long-poll the Telegram bot: a message from an allowed chat becomes an "
         "immediate pulse.",
     )
     sub.add_parser(
         "mcp",
-        parents=[client],
+        parents=[connection],
         help="serve MCP on stdio (for Claude Code)",
         description="An MCP server on stdin/stdout whose tools schedule, list, "
         "show, move and cancel pulses through the daemon.",
@@ -141,9 +157,16 @@ def _parser() -> argparse.ArgumentParser:
         description="A consistent copy of the live database (SQLite's online "
         "backup), safe while the daemon runs.",
     )
-    p.add_argument("--dir", dest="directory", help="where (default: backups/ beside the database)")
-    p.add_argument("--keep", type=int, default=7, help="how many backups to keep (default 7)")
-    p.add_argument("--db", help="the database (default: REEVE_LITE_DB)")
+    p.add_argument(
+        "--dir",
+        dest="directory",
+        metavar="PATH",
+        help="where (default: backups/ beside the database)",
+    )
+    p.add_argument(
+        "--keep", type=int, default=7, metavar="N", help="how many backups to keep (default 7)"
+    )
+    p.add_argument("--db", metavar="PATH", help="the database (default: REEVE_LITE_DB)")
 
     p = sub.add_parser(
         "restore",
@@ -153,7 +176,7 @@ def _parser() -> argparse.ArgumentParser:
         "stopped: systemctl stop reeve-lite.socket reeve-lite.service.",
     )
     p.add_argument("file", metavar="FILE")
-    p.add_argument("--db", help="the database (default: REEVE_LITE_DB)")
+    p.add_argument("--db", metavar="PATH", help="the database (default: REEVE_LITE_DB)")
 
     p = sub.add_parser("config", help="print the effective settings (secrets hidden)")
     p.add_argument(
@@ -164,7 +187,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub.add_parser(
         "doctor",
-        parents=[client],
+        parents=[connection],
         help="check that pulses can run: daemon, agent CLI, Desk, MCP tools, Telegram",
         description="One line per check, with the fix when it fails; exit status 1 when "
         "any check fails.",
@@ -174,7 +197,68 @@ def _parser() -> argparse.ArgumentParser:
         add_help=False,
         help="stand-in agent that answers in Claude Code's stream-json",
     )
+    for name, command in sub.choices.items():
+        command.description = command.description or _capital(command_help(sub, name))
+        if name in EXAMPLES:
+            command.epilog = "example:\n" + "\n".join(f"  {e}" for e in EXAMPLES[name])
+        command.formatter_class = argparse.RawDescriptionHelpFormatter
     return parser
+
+
+# One or two examples for each command's --help.
+EXAMPLES = {
+    "serve": ["reeve-lite serve --agent claude --max-concurrent 2"],
+    "schedule": [
+        'reeve-lite schedule "tomorrow at 9am" "Plan the day" --priority high',
+        'reeve-lite schedule "monday 9am" "Weekly review" --cron "0 9 * * 1" --tz Europe/Berlin',
+        "reeve-lite schedule now - < brief.txt",
+    ],
+    "list": ["reeve-lite list --status failed --limit 10"],
+    "show": ["reeve-lite show 12"],
+    "cancel": ["reeve-lite cancel 12"],
+    "reschedule": ['reeve-lite reschedule 12 "in 2 hours"'],
+    "status": ["reeve-lite status --json"],
+    "telegram": ["REEVE_LITE_TELEGRAM_CHAT_IDS=123456 reeve-lite telegram"],
+    "mcp": ["claude mcp add -s user reeve-lite -- reeve-lite mcp"],
+    "backup": ["reeve-lite backup --keep 14"],
+    "restore": [
+        "reeve-lite restore ~/.local/state/reeve-lite/backups/reeve-lite-20261126T030000Z.db"
+    ],
+    "config": ["reeve-lite config", "reeve-lite config --template > reeve-lite.conf"],
+    "doctor": ["reeve-lite doctor"],
+    "echo-agent": ["REEVE_LITE_AGENT_COMMAND='reeve-lite echo-agent' reeve-lite serve"],
+}
+
+
+def command_help(sub: Any, name: str) -> str:
+    """The one-line help a subcommand was added with."""
+    for action in sub._choices_actions:  # argparse keeps them there
+        if action.dest == name:
+            return str(action.help or "")
+    return ""
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:] + ("." if text and not text.endswith(".") else "")
+
+
+def setting_metavar(setting: Any) -> str:
+    """What a `serve` flag takes, from its setting's parser."""
+    names = {
+        "_duration": "DURATION",
+        "_path": "PATH",
+        "_optional_path": "PATH",
+        "_listen": "HOST:PORT",
+        "_zone": "ZONE",
+        "_command": "COMMAND",
+        "_optional_command": "COMMAND",
+    }
+    name = getattr(setting.parse, "__name__", "")
+    if name in names:
+        return names[name]
+    if name == "parse" and setting.name == "agent":  # a _choice
+        return "{auto,hapi,claude,command}"
+    return "N" if "int" in getattr(setting.parse, "__qualname__", "") else setting.name.upper()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -183,8 +267,22 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["echo-agent"]:
         from reeve_lite import echo_agent
 
+        if argv[1:] in (["--help"], ["-h"]):
+            print(echo_agent.__doc__)
+            return 0
         return echo_agent.main(argv[1:])
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if args.command == "schedule" and not extra[0].startswith("-"):
+            # `schedule in 10 minutes Call Bob`: the time took one word, the prompt another.
+            parser.exit(
+                EXIT_USAGE,
+                f"reeve-lite: schedule takes WHEN and PROMPT, each one argument; quote a "
+                f'time of several words: reeve-lite schedule "in 10 minutes" "…" '
+                f"(got {' '.join([args.when, args.prompt or '', *extra]).strip()!r})\n",
+            )
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "config" and args.template:
         # The defaults, whatever this environment says (a package build runs it).
         from reeve_lite.config import config_template

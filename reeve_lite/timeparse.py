@@ -139,14 +139,15 @@ def format_duration(seconds: float) -> str:
 
 
 def describe_instant(iso: str | None, zone: tzinfo, now: datetime | None = None) -> str:
-    """An ISO time stamp for people: `2026-12-01 09:00:00 (in 4m12s)` in `zone`."""
+    """An ISO time stamp for people: `2026-12-01 09:00:00 CET (in 4m12s)` in `zone`."""
     if not iso:
         return "-"
     moment = datetime.fromisoformat(iso)
     delta = (moment - (now or datetime.now(UTC))).total_seconds()
     relative = f"in {format_duration(delta)}" if delta >= 0 else f"{format_duration(-delta)} ago"
-    suffix = " UTC" if zone is UTC else ""
-    return f"{moment.astimezone(zone):%Y-%m-%d %H:%M:%S}{suffix} ({relative})"
+    local = moment.astimezone(zone)
+    # Labelled with its zone (CET, EDT, UTC …): a bare wall time is ambiguous.
+    return f"{local:%Y-%m-%d %H:%M:%S} {local.tzname() or 'UTC'} ({relative})"
 
 
 def _normalise(text: str, kind: str, hint: str) -> str:

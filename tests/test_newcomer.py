@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -252,3 +253,70 @@ def test_a_database_under_a_regular_file_says_not_a_directory(tmp_path: Path) ->
     )
     assert done.returncode == 1
     assert "Not a directory" in done.stderr
+
+
+COMMANDS = (
+    "serve",
+    "schedule",
+    "list",
+    "show",
+    "cancel",
+    "reschedule",
+    "status",
+    "telegram",
+    "mcp",
+    "backup",
+    "restore",
+    "config",
+    "doctor",
+)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_a_description_an_example_and_real_metavars(command: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "reeve_lite.cli", command, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    text = done.stdout
+    assert "\nexample:\n  " in text
+    assert "VALUE" not in text
+    description = text.split("\n\n")[1]
+    assert description
+    assert not description.startswith("options:")
+    json_flag = "--json" in text
+    assert json_flag == (
+        command not in ("serve", "telegram", "mcp", "doctor", "backup", "restore", "config")
+    )
+
+
+def test_echo_agent_help_is_help(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "reeve_lite.cli", "echo-agent", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert "stand-in agent" in done.stdout
+    assert '"type"' not in done.stdout  # no stream-json: it did not run
+
+
+def test_an_unquoted_time_gets_a_hint(daemon: Daemon) -> None:
+    done = cli(daemon, "schedule", "in", "10", "minutes", "Call", "Bob")
+    assert done.returncode == 2
+    assert 'quote a time of several words: reeve-lite schedule "in 10 minutes"' in done.stderr
+    assert daemon.client().list(status=None)["total"] == 0
+
+
+def test_times_shown_carry_their_zone(daemon: Daemon) -> None:
+    made = daemon.client().create(prompt="x", scheduled_at="in 1 hour")
+    listed = cli(daemon, "list").stdout
+    shown = cli(daemon, "show", str(made["pulse_id"])).stdout
+    # The daemon's tests run in Europe/Berlin: CET in winter, CEST in summer.
+    zone = re.compile(r"\d\d:\d\d:\d\d (CET|CEST) \(")
+    assert zone.search(listed), listed
+    assert zone.search(shown), shown

@@ -655,6 +655,6 @@ def test_describe_instant_for_people() -> None:
         "2026-11-25 12:04:12 UTC (in 4m12s)"
     )
     assert describe_instant("2026-11-25T11:00:00Z", ZoneInfo("Europe/Berlin"), now) == (
-        "2026-11-25 12:00:00 (1h ago)"
+        "2026-11-25 12:00:00 CET (1h ago)"
     )
     assert describe_instant(None, UTC, now) == "-"
