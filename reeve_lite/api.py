@@ -60,7 +60,13 @@ from reeve_lite.recurrence import (
 from reeve_lite.scheduler import Scheduler
 from reeve_lite.store import MAX_ATTEMPTS_SHOWN, NewPulse, NotFound, NotPending, Store
 from reeve_lite.telegram import BotApi, Link, TelegramError
-from reeve_lite.timeparse import TimeParseError, format_duration, parse_duration, parse_when
+from reeve_lite.timeparse import (
+    TimeParseError,
+    format_duration,
+    parse_duration,
+    parse_recurrence,
+    parse_when,
+)
 
 log = logging.getLogger(__name__)
 # The agent scheduling itself (through MCP): held to the pacing bounds.
@@ -314,12 +320,26 @@ async def trigger(request: web.Request, ctx: Context) -> web.Response:
         raise ApiError(
             413, "too_large", f"prompt with its sticky notes over {limit} bytes", "sticky_notes"
         )
+    given = set(body.model_fields_set)
+    # A recurrence in words ("every weekday at 8") in cron, or as scheduled_at: its
+    # cron expression, which the answer's `cron` echoes.
+    cron_text = body.cron
+    try:
+        if cron_text is not None:
+            cron_text = parse_recurrence(cron_text) or cron_text
+        elif body.scheduled_at is not None and "scheduled_at" in given:
+            words = parse_recurrence(body.scheduled_at)
+            if words is not None:
+                cron_text = words
+                given.discard("scheduled_at")
+    except TimeParseError as exc:
+        field_name = "cron" if body.cron is not None else "scheduled_at"
+        raise ApiError(422, "invalid_time", str(exc), field_name) from None
     try:
         zone_name = None if body.timezone is None else load_zone(body.timezone).key
-        cron = None if body.cron is None else validate_cron(body.cron)
+        cron = None if cron_text is None else validate_cron(cron_text)
     except RecurrenceError as exc:
         raise ApiError(422, "invalid_field", str(exc), exc.field) from None
-    given = body.model_fields_set
     if body.expires_after is None:
         expires_after = s.default_expires_after.get(body.source)
     elif body.expires_after.strip().lower() == "never":

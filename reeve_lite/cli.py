@@ -515,6 +515,8 @@ def _print_table(pulses: list[dict[str, Any]], zone: ZoneInfo) -> None:
 def _print_pulse(p: dict[str, Any], zone: ZoneInfo, verb: str | None) -> None:
     if verb:
         print(f"pulse {p['pulse_id']} {verb}: {p['status']}, due {_when(p['scheduled_at'], zone)}")
+        if p.get("cron"):
+            print(f"{'recurs':>10}: {p['cron']} ({p['timezone']})")
         _print_fire_times(p)
         return
     expires = p.get("expires_after")

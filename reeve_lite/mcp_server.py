@@ -143,7 +143,12 @@ class ScheduleArgs(_Args):
         str | None, Field(max_length=128, description="An agent session to resume.")
     ] = None
     cron: Annotated[
-        str | None, Field(max_length=200, description="5-field cron expression to recur.")
+        str | None,
+        Field(
+            max_length=200,
+            description="Recur: a 5-field cron expression ('0 9 * * 1-5') or words "
+            "('every weekday at 9am', 'every 2 hours', 'every monday 9:00').",
+        ),
     ] = None
     timezone: Annotated[
         str | None, Field(max_length=64, description="IANA zone, e.g. Europe/Berlin.")

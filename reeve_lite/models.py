@@ -116,7 +116,10 @@ class PulseCreate(_Strict):
         default=None,
         min_length=1,
         max_length=200,
-        description="5-field cron expression for a recurring pulse, e.g. '30 9 * * 1-5'.",
+        description="5-field cron expression for a recurring pulse, e.g. '30 9 * * 1-5', "
+        "or the same in words: 'every weekday at 8', 'every day at 9am', 'every monday "
+        "9:00', 'every 2 hours', 'every 15 minutes' (the answer's cron is the expression). "
+        "scheduled_at may be such a phrase too.",
     )
     timezone: str | None = Field(
         default=None,

@@ -14,6 +14,12 @@ whitespace collapsed):
   is the first such weekday and time not in the past, which may be today; with ``next`` it
   is strictly after today (on a Monday ``next monday`` is in 7 days, on a Wednesday
   ``next friday`` is still the day after tomorrow).
+* ``in an hour``, ``in a minute`` (``a``/``an`` is one), ``+5m`` (``+`` is ``in``), and
+  ``next week`` (this time in 7 days).
+* ``MONTH DAY [[at] TIME]`` or ``DAY MONTH [[at] TIME]`` (``dec 1 9am``, ``1 december``,
+  ``december 1st at 17:30``), with an optional year; bare date means 09:00; without a year
+  it is the next such date to come.
+* ``yesterday`` and ``last …`` are refused with the reason: a pulse runs at a time to come.
 * ISO 8601 date or date-time: with ``Z`` or an offset it is absolute; without one it is a
   wall-clock time in ``tz``; a date alone is local midnight. Past instants are returned
   as given, the caller decides what that means.
@@ -34,7 +40,13 @@ import re
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from zoneinfo import ZoneInfo
 
-__all__ = ["TimeParseError", "format_duration", "parse_duration", "parse_when"]
+__all__ = [
+    "TimeParseError",
+    "format_duration",
+    "parse_duration",
+    "parse_recurrence",
+    "parse_when",
+]
 
 
 class TimeParseError(ValueError):
@@ -46,8 +58,37 @@ _MAX_QUOTE_CHARS = 60
 _MAX_SECONDS = timedelta(days=36525).total_seconds()  # 100 years
 
 _WHEN_HINT = (
-    "use 'now', 'in 5 minutes' / '2h', 'tomorrow at 9am', 'tonight', 'at 17:30', "
-    "'monday 9am', or ISO 8601 like '2026-12-01T09:00:00Z'"
+    "use 'now', 'in 5 minutes' / 'in an hour' / '2h' / '+5m', 'tomorrow at 9am', 'tonight', "
+    "'at 17:30', 'monday 9am', 'next week', 'dec 1 9am', or ISO 8601 like "
+    "'2026-12-01T09:00:00Z'; to recur: 'every day at 9am', 'every weekday at 8', "
+    "'every monday 9:00', 'every 2 hours', 'every 15 minutes'"
+)
+_EVERY_HINT = (
+    "the recurring forms are 'every minute', 'every 15 minutes', 'every hour', "
+    "'every 2 hours', 'every day [at TIME]', 'every weekday [at TIME]', "
+    "'every weekend [at TIME]', 'every monday [and friday] [at TIME]', 'every morning'; "
+    "for anything else give a 5-field cron expression (--cron '30 9 * * 1-5')"
+)
+_MONTHS = {
+    **dict.fromkeys(("january", "jan"), 1),
+    **dict.fromkeys(("february", "feb"), 2),
+    **dict.fromkeys(("march", "mar"), 3),
+    **dict.fromkeys(("april", "apr"), 4),
+    **dict.fromkeys(("may",), 5),
+    **dict.fromkeys(("june", "jun"), 6),
+    **dict.fromkeys(("july", "jul"), 7),
+    **dict.fromkeys(("august", "aug"), 8),
+    **dict.fromkeys(("september", "sep", "sept"), 9),
+    **dict.fromkeys(("october", "oct"), 10),
+    **dict.fromkeys(("november", "nov"), 11),
+    **dict.fromkeys(("december", "dec"), 12),
+}
+_MONTH = "|".join(sorted(_MONTHS, key=len, reverse=True))
+_DAY = r"(?P<day>\d{1,2})(?:st|nd|rd|th)?"
+_MONTH_DAY_RE = re.compile(
+    rf"(?:on )?(?:(?P<mon>{_MONTH}) {_DAY}|{_DAY.replace('day>', 'day2>')} (?P<mon2>{_MONTH}))"
+    r",?(?: (?P<year>\d{4}))?(?: (?P<rest>.+))?",
+    re.ASCII,
 )
 _DURATION_HINT = "use e.g. '30s', '90 seconds', '5m', '1.5h', '1h30m', '3 days' or '1 week'"
 
@@ -191,7 +232,20 @@ def _parse_when(norm: str, text: str, now: datetime, tz: ZoneInfo) -> datetime:
     if _ISO_START_RE.match(norm):
         return _parse_iso(norm, text, tz)
 
-    relative = norm.removeprefix("in ")
+    if norm in ("yesterday", "last night") or norm.startswith(("yesterday ", "last ")):
+        raise TimeParseError(
+            f"time {_quote(text)} is in the past: a pulse runs at a time to come; "
+            "use 'now' to run it at once"
+        )
+    if norm.startswith("every ") or norm == "every":
+        raise TimeParseError(
+            f"time {_quote(text)} recurs: give it as the recurrence (cron), not as one time"
+        )
+    if norm == "next week":
+        return now + timedelta(days=7)
+    relative = norm.removeprefix("in ").removeprefix("+").lstrip()
+    # "in an hour", "in a minute": one of the unit.
+    relative = re.sub(r"^an? (?=[a-z])", "1 ", relative)
     seconds = _duration_seconds(relative)
     if seconds is not None:
         if seconds > _MAX_SECONDS:
@@ -225,11 +279,98 @@ def _parse_when(norm: str, text: str, now: datetime, tz: ZoneInfo) -> datetime:
         # Only possible when offset is 0: today's slot is gone, so take next week's.
         return at if at >= now else _wall(today + timedelta(days=7), clock, tz)
 
+    month_day = _MONTH_DAY_RE.fullmatch(norm)
+    if month_day is not None:
+        return _month_day(month_day, text, now, today, tz)
+
     time_of_day = _parse_clock(norm.removeprefix("at "), text)
     if time_of_day is None:
         raise _not_understood(text, norm)
     at = _wall(today, time_of_day, tz)
     return at if at >= now else _wall(today + _ONE_DAY, time_of_day, tz)
+
+
+def _month_day(
+    match: re.Match[str], text: str, now: datetime, today: date, tz: ZoneInfo
+) -> datetime:
+    """`dec 1 9am`: that date at that time (09:00 without one), this year or, once
+    passed and with no year given, the next."""
+    month = _MONTHS[match["mon"] or match["mon2"]]
+    day = int(match["day"] or match["day2"])
+    clock = _clock_or_period(match["rest"] or "", text, _DEFAULT_TIME)
+    years = [int(match["year"])] if match["year"] else [today.year, today.year + 1]
+    for year in years:
+        try:
+            at = _wall(date(year, month, day), clock, tz)
+        except ValueError:
+            raise TimeParseError(f"time {_quote(text)} is not a date of the calendar") from None
+        if at >= now or match["year"]:
+            return at
+    return at
+
+
+def parse_recurrence(text: str) -> str | None:
+    """The 5-field cron expression a recurring phrase means (`every day at 9am` →
+    `0 9 * * *`), or None when `text` does not start with `every`."""
+    norm = " ".join(text.lower().split())
+    if norm != "every" and not norm.startswith("every "):
+        return None
+    rest = norm.removeprefix("every").strip()
+
+    def fail() -> TimeParseError:
+        return TimeParseError(f"cannot read the recurrence {_quote(text)}: {_EVERY_HINT}")
+
+    step = re.fullmatch(r"(?:(?P<n>\d+) )?(?P<unit>minutes?|mins?|hours?|hrs?)", rest)
+    if step is not None:
+        n = int(step["n"] or 1)
+        if step["unit"].startswith("m"):
+            if not 1 <= n <= 59 or (step["n"] and step["unit"] in ("minute", "min")):
+                raise fail()
+            return "* * * * *" if n == 1 else f"*/{n} * * * *"
+        if not 1 <= n <= 23 or (step["n"] and step["unit"] in ("hour", "hr")):
+            raise fail()
+        return "0 * * * *" if n == 1 else f"0 */{n} * * *"
+    days, _, when = rest.partition(" at ")
+    words = days.split(" ")
+    if words[-1] in _PERIODS and not when:  # "every morning", "every monday evening"
+        when = words.pop()
+        days = " ".join(words) or "day"
+    if not when and len(words) > 1 and _parse_clock_quiet(words[-1]) is not None:
+        when = words.pop()  # "every monday 9:00"
+        days = " ".join(words)
+    clock = _DEFAULT_TIME
+    if when:
+        if when in _PERIODS:
+            clock = _PERIODS[when]
+        elif when.isdigit() and int(when) <= 23:
+            clock = time(int(when))  # "every weekday at 8": after "at", an hour
+        else:
+            parsed = _parse_clock_quiet(when)
+            if parsed is None or parsed.second:
+                raise fail()
+            clock = parsed
+    if days in ("day", "days"):
+        dow = "*"
+    elif days in ("weekday", "weekdays"):
+        dow = "1-5"
+    elif days in ("weekend", "weekends"):
+        dow = "0,6"
+    else:
+        names = [d for d in re.split(r",? (?:and )?|,", days) if d]
+        if not names or any(d.rstrip("s") not in _WEEKDAYS and d not in _WEEKDAYS for d in names):
+            raise fail()
+        numbers = sorted(
+            {(_WEEKDAYS.get(d, _WEEKDAYS.get(d.rstrip("s"), 0)) + 1) % 7 for d in names}
+        )
+        dow = ",".join(map(str, numbers))
+    return f"{clock.minute} {clock.hour} * * {dow}"
+
+
+def _parse_clock_quiet(spec: str) -> time | None:
+    try:
+        return _parse_clock(spec, spec)
+    except TimeParseError:
+        return None
 
 
 def _parse_iso(norm: str, text: str, tz: ZoneInfo) -> datetime:

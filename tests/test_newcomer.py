@@ -320,3 +320,76 @@ def test_times_shown_carry_their_zone(daemon: Daemon) -> None:
     zone = re.compile(r"\d\d:\d\d:\d\d (CET|CEST) \(")
     assert zone.search(listed), listed
     assert zone.search(shown), shown
+
+
+@pytest.mark.parametrize(
+    ("text", "after"),
+    [
+        ("in an hour", timedelta(hours=1)),
+        ("in a minute", timedelta(minutes=1)),
+        ("+5m", timedelta(minutes=5)),
+        ("next week", timedelta(days=7)),
+    ],
+)
+def test_relative_times_people_type(daemon: Daemon, text: str, after: timedelta) -> None:
+    before = datetime.now(UTC)
+    made = daemon.client().create(prompt="x", scheduled_at=text)
+    due = datetime.fromisoformat(made["scheduled_at"])
+    assert before + after <= due <= datetime.now(UTC) + after
+
+
+def test_a_date_with_a_month_name(daemon: Daemon) -> None:
+    made = daemon.client().create(prompt="x", scheduled_at="dec 1 9am", timezone="UTC")
+    due = datetime.fromisoformat(made["scheduled_at"])
+    assert (due.month, due.day, due.hour, due.minute) == (12, 1, 9, 0)
+    assert due > datetime.now(UTC)
+
+
+def test_yesterday_is_refused_saying_why(daemon: Daemon) -> None:
+    with pytest.raises(ApiFailure) as info:
+        daemon.client().create(prompt="x", scheduled_at="yesterday")
+    assert "is in the past: a pulse runs at a time to come" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("words", "cron"),
+    [
+        ("every day at 9am", "0 9 * * *"),
+        ("every weekday at 8", "0 8 * * 1-5"),
+        ("every monday 9:00", "0 9 * * 1"),
+        ("every 2 hours", "0 */2 * * *"),
+        ("every 15 minutes", "*/15 * * * *"),
+    ],
+)
+def test_recurrences_in_words_become_cron_everywhere(daemon: Daemon, words: str, cron: str) -> None:
+    by_when = daemon.client().create(prompt="x", scheduled_at=words, timezone="UTC")
+    by_cron = daemon.client().create(prompt="y", cron=words, timezone="UTC")
+    assert by_when["cron"] == by_cron["cron"] == cron
+    assert by_when["scheduled_at"] == by_cron["scheduled_at"]
+    done = cli(daemon, "schedule", words, "z", "--tz", "UTC")
+    assert done.returncode == 0, done.stderr
+    assert f"recurs: {cron} (UTC)" in done.stdout
+
+
+async def test_mcp_takes_a_recurrence_in_words(daemon: Daemon) -> None:
+    async with mcp_session(daemon) as session:
+        made = await call(
+            session,
+            "schedule_pulse",
+            prompt="stand-up",
+            cron="every weekday at 9am",
+            timezone="Europe/Berlin",
+        )
+    assert not made.is_error, made.content[0].text
+    assert made.structured_content["cron"] == "0 9 * * 1-5"
+    assert "cron '0 9 * * 1-5'" in made.content[0].text
+
+
+def test_an_unreadable_recurrence_shows_the_cron_form(daemon: Daemon) -> None:
+    with pytest.raises(ApiFailure) as info:
+        daemon.client().create(prompt="x", scheduled_at="every fortnight")
+    assert info.value.field == "scheduled_at"
+    assert "give a 5-field cron expression (--cron '30 9 * * 1-5')" in info.value.message
+    with pytest.raises(ApiFailure) as refused:
+        daemon.client().create(prompt="x", scheduled_at="sometime soon")
+    assert "every weekday at 8" in refused.value.message  # the accepted forms are listed

@@ -291,7 +291,6 @@ def test_today_in_the_past_is_an_error() -> None:
         "next",
         "monday at",
         "5 o'clock",
-        "yesterday",
         "9.30am",
     ],
 )
