@@ -34,10 +34,15 @@ from reeve_lite import __version__
 from reeve_lite.agent import compose_prompt
 from reeve_lite.config import Settings, settings_text
 from reeve_lite.models import (
+    AgendaEntry,
+    AgendaOut,
     ConfigOut,
+    DayTotal,
     ErrorOut,
     FireTime,
     Health,
+    HistoryEntry,
+    HistoryOut,
     Notify,
     NotifyOut,
     Pulse,
@@ -55,6 +60,7 @@ from reeve_lite.recurrence import (
     load_zone,
     next_occurrence,
     next_occurrences,
+    occurrences_between,
     validate_cron,
 )
 from reeve_lite.scheduler import Scheduler
@@ -595,6 +601,101 @@ async def notify(request: web.Request, ctx: Context) -> web.Response:
     )
 
 
+MAX_AGENDA = 2000
+
+
+def _first_line(text: str | None, limit: int = 100) -> str | None:
+    if text is None:
+        return None
+    line = next((x.strip() for x in text.splitlines() if x.strip()), "")
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+async def agenda(request: web.Request, ctx: Context) -> web.Response:
+    """Every fire time of the next `days` days, recurring pulses expanded."""
+    days = _int_param(request, "days", default=7, low=1, high=366)
+    now = ctx.scheduler.clock()
+    until = now + timedelta(days=days)
+    entries: list[AgendaEntry] = []
+    truncated = False
+    for pulse in await ctx.store.due_until(until):
+        times = [pulse.scheduled_at]
+        if pulse.cron:
+            zone = load_zone(pulse.timezone or ctx.settings.timezone)
+            with contextlib.suppress(RecurrenceError):
+                later, count = occurrences_between(
+                    pulse.cron, zone, pulse.occurrence_at, until, MAX_AGENDA
+                )
+                if count is None:  # more than the agenda holds: the first ones
+                    later, truncated = (
+                        next_occurrences(pulse.cron, zone, pulse.occurrence_at, MAX_AGENDA),
+                        True,
+                    )
+                times += [t for t in later if t > pulse.scheduled_at]
+        for at in times:
+            entries.append(
+                AgendaEntry(
+                    at=at,
+                    pulse_id=pulse.pulse_id,
+                    priority=pulse.priority,
+                    source=pulse.source,
+                    prompt=_first_line(pulse.prompt) or "",
+                    recurring=pulse.cron is not None,
+                )
+            )
+    entries.sort(key=lambda e: (e.at, e.pulse_id))
+    if len(entries) > MAX_AGENDA:
+        entries, truncated = entries[:MAX_AGENDA], True
+    return json_response(
+        AgendaOut(
+            start=now,
+            until=until,
+            timezone=ctx.settings.timezone,
+            entries=entries,
+            truncated=truncated,
+        )
+    )
+
+
+async def history(request: web.Request, ctx: Context) -> web.Response:
+    """Recent attempts, newest first, with daily totals."""
+    raw = request.query.get("since", "7d")
+    now = ctx.scheduler.clock()
+    try:
+        since = now - timedelta(seconds=parse_duration(raw))
+    except TimeParseError:
+        since = _when(raw, ctx, None, "since", future=False)
+    limit = _int_param(request, "limit", default=50, low=1, high=1000)
+    rows, every = await ctx.store.history(since, limit)
+    zone = ctx.settings.zone
+    totals: dict[str, list[float]] = {}
+    for started, failed, cost in every:
+        day = started.astimezone(zone).date().isoformat()
+        runs, failures, spent = totals.get(day, [0, 0, 0.0])
+        totals[day] = [runs + 1, failures + failed, spent + (cost or 0.0)]
+    attempts = [
+        HistoryEntry(
+            pulse_id=pulse.pulse_id,
+            number=a.number,
+            started_at=a.started_at,
+            outcome="running" if a.finished_at is None else ("failed" if a.is_error else "ok"),
+            duration_ms=a.duration_ms,
+            cost_usd=a.cost_usd,
+            source=pulse.source,
+            prompt=_first_line(pulse.prompt) or "",
+            summary=_first_line(a.error if a.is_error else a.result, 200),
+        )
+        for a, pulse in rows
+    ]
+    days = [
+        DayTotal(day=day, runs=int(t[0]), failures=int(t[1]), cost_usd=round(t[2], 6))
+        for day, t in sorted(totals.items(), reverse=True)
+    ]
+    return json_response(
+        HistoryOut(since=since, timezone=ctx.settings.timezone, attempts=attempts, days=days)
+    )
+
+
 async def config(_request: web.Request, ctx: Context) -> web.Response:
     """The daemon's effective settings, secrets hidden."""
     return json_response(ConfigOut(settings=settings_text(ctx.settings)))
@@ -621,6 +722,42 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", "/api/status", status, "Queue summary", StatusOut),
     Operation(
         "GET", "/api/config", config, "The daemon's effective settings (secrets hidden)", ConfigOut
+    ),
+    Operation(
+        "GET",
+        "/api/agenda",
+        agenda,
+        "Every fire time of the coming days, recurring pulses expanded",
+        AgendaOut,
+        params=(
+            Param(
+                "days",
+                "query",
+                {"type": "integer", "minimum": 1, "maximum": 366},
+                "How many days ahead (default 7).",
+            ),
+        ),
+    ),
+    Operation(
+        "GET",
+        "/api/history",
+        history,
+        "Recent attempts, newest first, and runs, failures and cost per day",
+        HistoryOut,
+        params=(
+            Param(
+                "since",
+                "query",
+                {"type": "string", "minLength": 1, "maxLength": 200},
+                "How far back: a duration ('7d', the default) or a time ('2026-11-01').",
+            ),
+            Param(
+                "limit",
+                "query",
+                {"type": "integer", "minimum": 1, "maximum": 1000},
+                "How many attempts at most (default 50).",
+            ),
+        ),
     ),
     Operation(
         "POST",

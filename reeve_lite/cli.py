@@ -137,6 +137,32 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("when", metavar="WHEN")
 
     sub.add_parser("status", parents=[client], help="the daemon's queue summary")
+    p = sub.add_parser(
+        "agenda",
+        parents=[client],
+        help="every fire time of the coming days, by day",
+        description="Every fire time in the next days, recurring pulses expanded, grouped "
+        "by day in your time zone: time, priority, source, the prompt's first line, id.",
+    )
+    p.add_argument(
+        "--days", type=int, default=7, metavar="N", help="how many days ahead (default 7)"
+    )
+    p = sub.add_parser(
+        "history",
+        parents=[client],
+        help="recent runs, newest first, and totals per day",
+        description="Recent attempts, newest first (outcome, duration, cost, the first "
+        "line of the result or error), then runs, failures and cost per day.",
+    )
+    p.add_argument(
+        "--since",
+        metavar="DURATION|WHEN",
+        default="7d",
+        help="how far back: '3d', '12h', or a time such as 2026-11-01 (default 7d)",
+    )
+    p.add_argument(
+        "--limit", type=int, default=50, metavar="N", help="how many runs at most (default 50)"
+    )
     sub.add_parser(
         "telegram",
         parents=[connection],
@@ -218,6 +244,8 @@ EXAMPLES = {
     "cancel": ["reeve-lite cancel 12"],
     "reschedule": ['reeve-lite reschedule 12 "in 2 hours"'],
     "status": ["reeve-lite status --json"],
+    "agenda": ["reeve-lite agenda --days 3"],
+    "history": ["reeve-lite history --since 3d"],
     "telegram": ["REEVE_LITE_TELEGRAM_CHAT_IDS=123456 reeve-lite telegram"],
     "mcp": ["claude mcp add -s user reeve-lite -- reeve-lite mcp"],
     "backup": ["reeve-lite backup --keep 14"],
@@ -445,6 +473,10 @@ def _call(args: argparse.Namespace, client: Any) -> Any:
         return client.cancel(args.pulse_id)
     if command == "reschedule":
         return client.reschedule(args.pulse_id, args.when)
+    if command == "agenda":
+        return client.agenda(args.days)
+    if command == "history":
+        return client.history(args.since, args.limit)
     return client.status()
 
 
@@ -464,6 +496,10 @@ def _print_human(command: str, data: Any, zone: ZoneInfo) -> None:
             f"{len(data['pulses'])} shown of {data['total']}"
             + (f" (next page: --offset {shown})" if shown < data["total"] else "")
         )
+    elif command == "agenda":
+        _print_agenda(data, zone)
+    elif command == "history":
+        _print_history(data, zone)
     elif command == "status":
         counts = ", ".join(f"{n} {s}" for s, n in data["counts"].items() if n)
         print(
@@ -494,6 +530,42 @@ def _print_human(command: str, data: Any, zone: ZoneInfo) -> None:
                 command
             ),
         )
+
+
+def _print_agenda(data: dict[str, Any], zone: ZoneInfo) -> None:
+    from datetime import datetime
+
+    day = None
+    for entry in data["entries"]:
+        at = datetime.fromisoformat(entry["at"]).astimezone(zone)
+        if at.date() != day:
+            day = at.date()
+            print(f"{at:%a %d %b %Y} ({zone.key})")
+        mark = " ↻" if entry["recurring"] else ""
+        print(
+            f"  {at:%H:%M}  {entry['priority']:<8}  {entry['source']:<8}  "
+            f"{_short(entry['prompt'], 50):<50}  #{entry['pulse_id']}{mark}"
+        )
+    if not data["entries"]:
+        print("nothing planned")
+    if data["truncated"]:
+        print("(more fire times than shown: fewer --days)")
+
+
+def _print_history(data: dict[str, Any], zone: ZoneInfo) -> None:
+    for a in data["attempts"]:
+        took = f"{a['duration_ms'] / 1000:.1f}s" if a["duration_ms"] is not None else "-"
+        cost = f"${a['cost_usd']:.4f}" if a["cost_usd"] is not None else "-"
+        summary = a["summary"] or a["prompt"]
+        print(
+            f"{_when(a['started_at'], zone):<42}  {a['outcome']:<7}  {took:>7}  {cost:>8}  "
+            f"#{a['pulse_id']}.{a['number']}  {_short(summary, 60)}"
+        )
+    if not data["attempts"]:
+        print("no runs")
+    print(f"\n{'day':<10}  {'runs':>5}  {'failed':>6}  {'cost':>9}   ({data['timezone']})")
+    for day in data["days"]:
+        print(f"{day['day']:<10}  {day['runs']:>5}  {day['failures']:>6}  ${day['cost_usd']:>8.4f}")
 
 
 def _print_fire_times(p: dict[str, Any]) -> None:

@@ -184,6 +184,14 @@ class Client:
         """`GET /api/pulse/{id}`."""
         return self.request("GET", f"/api/pulse/{pulse_id}")
 
+    def agenda(self, days: int = 7) -> Any:
+        """`GET /api/agenda`."""
+        return self.request("GET", "/api/agenda", query={"days": days})
+
+    def history(self, since: str = "7d", limit: int = 50) -> Any:
+        """`GET /api/history`."""
+        return self.request("GET", "/api/history", query={"since": since, "limit": limit})
+
     def cancel(self, pulse_id: int) -> Any:
         """`POST /api/pulse/{id}/cancel`."""
         return self.request("POST", f"/api/pulse/{pulse_id}/cancel")

@@ -379,6 +379,61 @@ class StatusOut(_Model):
     )
 
 
+class AgendaEntry(_Model):
+    """One fire time in the agenda."""
+
+    at: datetime
+    pulse_id: int
+    priority: Priority
+    source: str
+    prompt: str = Field(description="The prompt's first line (at most 100 characters).")
+    recurring: bool
+
+
+class AgendaOut(_Model):
+    """Answer of `GET /api/agenda`: every fire time in the window, earliest first."""
+
+    start: datetime
+    until: datetime
+    timezone: str = Field(description="The daemon's zone, for grouping by day.")
+    entries: list[AgendaEntry]
+    truncated: bool = Field(description="More fire times than listed (at most 2000).")
+
+
+class HistoryEntry(_Model):
+    """One attempt in the history."""
+
+    pulse_id: int
+    number: int
+    started_at: datetime
+    outcome: Literal["ok", "failed", "running"]
+    duration_ms: int | None
+    cost_usd: float | None
+    source: str
+    prompt: str = Field(description="The prompt's first line (at most 100 characters).")
+    summary: str | None = Field(
+        description="The first line of the result, or of the error for a failed attempt."
+    )
+
+
+class DayTotal(_Model):
+    """Runs, failures and cost of one day (the daemon's zone)."""
+
+    day: str
+    runs: int
+    failures: int
+    cost_usd: float
+
+
+class HistoryOut(_Model):
+    """Answer of `GET /api/history`: recent attempts, newest first, and daily totals."""
+
+    since: datetime
+    timezone: str
+    attempts: list[HistoryEntry]
+    days: list[DayTotal] = Field(description="Every day since `since`, newest first.")
+
+
 class ConfigOut(_Model):
     """Answer of `GET /api/config`: the daemon's effective settings."""
 

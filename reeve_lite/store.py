@@ -774,6 +774,50 @@ class Store:
             row = await cur.fetchone()
         return None if row is None or row[0] is None else _dt(row[0])
 
+    async def due_until(self, until: datetime) -> list[Pulse]:
+        """Pending and running pulses due at or before `until`, earliest first."""
+        async with (
+            self._read() as db,
+            db.execute(
+                "SELECT * FROM pulses WHERE status IN ('pending', 'processing') "
+                "AND scheduled_at <= ? ORDER BY scheduled_at, id",
+                (_ts(until),),
+            ) as cur,
+        ):
+            rows = await cur.fetchall()
+        return [_pulse(r) for r in rows]
+
+    async def history(
+        self, since: datetime, limit: int
+    ) -> tuple[list[tuple[Attempt, Pulse]], list[tuple[datetime, bool, float | None]]]:
+        """The latest `limit` attempts started since `since`, newest first, each with
+        its pulse; and (start, failed, cost) of every attempt since then."""
+        async with self._read() as db:
+            async with db.execute(
+                "SELECT a.*, p.id AS p_id FROM attempts a JOIN pulses p ON p.id = a.pulse_id "
+                "WHERE a.started_at >= ? ORDER BY a.started_at DESC, a.id DESC LIMIT ?",
+                (_ts(since), limit),
+            ) as cur:
+                rows = await cur.fetchall()
+            ids = sorted({r["pulse_id"] for r in rows})
+            pulses: dict[int, Pulse] = {}
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                async with db.execute(
+                    f"SELECT * FROM pulses WHERE id IN ({marks})",  # noqa: S608 - placeholders
+                    chunk,
+                ) as cur:
+                    for row in await cur.fetchall():
+                        pulses[row["id"]] = _pulse(row)
+            async with db.execute(
+                "SELECT started_at, is_error, cost_usd FROM attempts "
+                "WHERE started_at >= ? AND finished_at IS NOT NULL",
+                (_ts(since),),
+            ) as cur:
+                every = [(_dt(r[0]), bool(r[1]), r[2]) for r in await cur.fetchall()]
+        return [(_attempt(r), pulses[r["pulse_id"]]) for r in rows], every
+
     async def pending_times(self, source: str) -> list[datetime]:
         """Due times of the pending pulses of `source`, earliest first (for pacing)."""
         async with (

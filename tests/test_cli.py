@@ -95,7 +95,7 @@ def test_bad_input_exits_2_with_the_reason(daemon: Daemon) -> None:
     done = cli("schedule", "now", "x", "--priority", "urgent", daemon=daemon)
     assert done.returncode == 2
     assert "invalid choice: 'urgent'" in done.stderr
-    done = cli("schedule", "now", "x", "--cron", "every day", daemon=daemon)
+    done = cli("schedule", "now", "x", "--cron", "every blue moon", daemon=daemon)
     assert done.returncode == 2
     assert "(cron)" in done.stderr
     done = cli("show", "999", daemon=daemon)

@@ -337,6 +337,8 @@ def test_openapi_document_lists_every_operation(daemon: Daemon) -> None:
         "/api/health",
         "/api/status",
         "/api/config",
+        "/api/agenda",
+        "/api/history",
         "/api/pulse/trigger",
         "/api/pulse/upcoming",
         "/api/pulses",

@@ -393,3 +393,44 @@ def test_an_unreadable_recurrence_shows_the_cron_form(daemon: Daemon) -> None:
     with pytest.raises(ApiFailure) as refused:
         daemon.client().create(prompt="x", scheduled_at="sometime soon")
     assert "every weekday at 8" in refused.value.message  # the accepted forms are listed
+
+
+def test_the_agenda_expands_recurring_pulses_by_day(daemon: Daemon) -> None:
+    client = daemon.client()
+    once = client.create(prompt="Dentist\nbring the card", scheduled_at="in 2 hours")
+    daily = client.create(prompt="Stand-up", cron="every day at 9am", timezone="Europe/Berlin")
+    data = client.agenda(3)
+    mine = [e for e in data["entries"] if e["pulse_id"] == daily["pulse_id"]]
+    assert len(mine) in (3, 4)  # 09:00 on each of the next 3 days (4 if one is today)
+    assert all(e["recurring"] for e in mine)
+    [dentist] = [e for e in data["entries"] if e["pulse_id"] == once["pulse_id"]]
+    assert dentist["prompt"] == "Dentist"
+    times = [e["at"] for e in data["entries"]]
+    assert times == sorted(times)
+    shown = cli(daemon, "agenda", "--days", "3").stdout
+    assert "(Europe/Berlin)" in shown
+    assert "Stand-up" in shown
+    assert f"#{daily['pulse_id']} ↻" in shown
+    assert shown.count("  09:00  ") >= 3
+    refused = cli(daemon, "agenda", "--days", "0")
+    assert refused.returncode == 2
+    assert "days must be a whole number from 1 to 366" in refused.stderr
+
+
+def test_history_lists_runs_newest_first_with_daily_totals(daemon: Daemon) -> None:
+    client = daemon.client()
+    good = client.create(prompt="Water the plants")
+    daemon.wait_pulse(good["pulse_id"], "completed")
+    bad = client.create(prompt="[is_error] pay the bill", max_retries=0)
+    daemon.wait_pulse(bad["pulse_id"], "failed")
+    data = client.history("1d")
+    newest, oldest = data["attempts"]
+    assert (newest["pulse_id"], newest["outcome"]) == (bad["pulse_id"], "failed")
+    assert newest["summary"] == "hapi exited with status 1: Credit balance is too low"
+    assert (oldest["outcome"], oldest["summary"]) == ("ok", "done: Water the plants")
+    [today] = data["days"]
+    assert (today["runs"], today["failures"]) == (2, 1)
+    assert today["cost_usd"] == pytest.approx(0.0123)
+    shown = cli(daemon, "history", "--since", "1d").stdout
+    assert "Credit balance is too low" in shown
+    assert f"{today['day']}      2       1  $  0.0123" in shown
