@@ -50,7 +50,15 @@ _UNIT_VARIABLES = (
     "LISTEN_FDS",
     "LISTEN_FDNAMES",
 )
-_SECRET_VARIABLES = ("REEVE_LITE_API_TOKEN", "REEVE_LITE_TELEGRAM_TOKEN")
+# Every path to the daemon's own secrets: the tokens, the token file, and systemd's
+# credentials directory (api-token, telegram-token). The user's own variables (the
+# agent's API key among them) stay.
+_SECRET_VARIABLES = (
+    "REEVE_LITE_API_TOKEN",
+    "REEVE_LITE_TELEGRAM_TOKEN",
+    "REEVE_LITE_TOKEN_FILE",
+    "CREDENTIALS_DIRECTORY",
+)
 MAX_LINE = 1024 * 1024  # a longer line is not parsed (a result event is far shorter)
 KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL of the tree
 READ_CHUNK = 65536

@@ -106,8 +106,10 @@ class Scheduler:
         self._loop_idle = asyncio.Event()
         self._loop_idle.set()
         self._closing = False
-        # While the loop sleeps with a timeout: when it wakes by itself (else None).
-        self._asleep_until: datetime | None = None
+        # While the loop sleeps with a timeout: the monotonic instant it wakes by itself
+        # (else None). Monotonic: a wall-clock jump must not make a new pulse look later
+        # than the armed timer.
+        self._asleep_until: float | None = None
 
     def wake(self, *, due: datetime | None = None) -> None:
         """Re-arm the timer now (after a create, cancel or reschedule, or a finished run).
@@ -119,7 +121,8 @@ class Scheduler:
         if (
             due is not None
             and self._asleep_until is not None
-            and due - DISPATCH_LEAD > self._asleep_until
+            and time.monotonic() + (due - DISPATCH_LEAD - self.clock()).total_seconds()
+            > self._asleep_until
         ):
             self.changed.set()  # the status line still counts the new pulse
             return
@@ -248,7 +251,7 @@ class Scheduler:
                 # Re-check the wall clock now and then: a jump or a suspend
                 # does not move the monotonic timer asyncio sleeps on.
                 timeout = min(timeout, self.settings.max_sleep)
-                self._asleep_until = self.clock() + timedelta(seconds=timeout)
+                self._asleep_until = time.monotonic() + timeout
             try:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout)

@@ -234,6 +234,7 @@ def main() -> int:
         "attempt_id": os.environ.get("REEVE_ATTEMPT_ID"),
         "socket": os.environ.get("REEVE_LITE_SOCKET"),
         "call": count,
+        "has_api_key": "ANTHROPIC_API_KEY" in os.environ,
         "leaked": sorted(
             k
             for k in os.environ
@@ -246,6 +247,9 @@ def main() -> int:
                 "LISTEN_PID",
                 "LISTEN_FDNAMES",
                 "REEVE_LITE_API_TOKEN",
+                "REEVE_LITE_TELEGRAM_TOKEN",
+                "REEVE_LITE_TOKEN_FILE",
+                "CREDENTIALS_DIRECTORY",
             )
         ),
     }

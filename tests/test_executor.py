@@ -223,11 +223,16 @@ async def test_unit_variables_and_secrets_do_not_reach_the_agent(
         "LISTEN_PID": "1",
         "LISTEN_FDNAMES": "api",
         "REEVE_LITE_API_TOKEN": "secret",
+        "REEVE_LITE_TELEGRAM_TOKEN": "123:bot",
+        "REEVE_LITE_TOKEN_FILE": "/etc/reeve-lite/token",
+        "CREDENTIALS_DIRECTORY": "/run/credentials/reeve-lite.service",
+        "ANTHROPIC_API_KEY": "the user's own",
     }
     await run(settings_for(tmp_path, fake_agent), "go", env=env)
     [call] = fake_agent.calls()
     assert call["leaked"] == []
     assert (call["pulse_id"], call["attempt_id"]) == ("7", "70")
+    assert call["has_api_key"]  # the agent's own key is the user's, and stays
 
 
 async def test_missing_agent_is_a_clear_failure(tmp_path: Path, fake_agent: FakeAgent) -> None:

@@ -314,3 +314,21 @@ async def test_a_create_due_sooner_than_the_armed_timer_wakes_the_loop(loop: Loo
 
     await wait_until(done)
     assert (await loop.store.get(later.pulse_id)).status is Status.PENDING
+
+
+async def test_a_create_after_a_wall_clock_jump_wakes_the_loop_at_once(loop: Loop) -> None:
+    await loop.store.create(
+        NewPulse(prompt="later", scheduled_at=NOW + timedelta(minutes=10)), now=NOW
+    )
+    loop.scheduler.wake()
+    await asyncio.sleep(0.3)  # asleep: its timer armed on the wall time before the jump
+    loop.clock.now = NOW + timedelta(hours=2)  # the wall clock jumps; monotonic time does not
+    jumped = loop.clock.now
+    soon, _ = await loop.store.create(NewPulse(prompt="soon", scheduled_at=jumped), now=jumped)
+    loop.scheduler.wake(due=soon.scheduled_at)
+
+    async def done() -> bool:
+        return (await loop.store.get(soon.pulse_id)).status is Status.COMPLETED
+
+    # Well before the 60 s safety wake-up that rescued it before (REEVE_LITE_MAX_SLEEP).
+    await wait_until(done, timeout=10)
