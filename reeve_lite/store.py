@@ -186,6 +186,22 @@ class Locked(StoreError):
     """Another daemon holds the database."""
 
 
+def _owner_if_not_mine(path: Path) -> str | None:
+    """The name of the user who owns `path` when that is not this process's user."""
+    import pwd
+
+    try:
+        uid = path.stat().st_uid
+    except FileNotFoundError:
+        return None
+    if uid == os.geteuid():
+        return None
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
 def lock_writer(path: Path) -> int:
     """Take the one-daemon-per-database lock (`<db>.lock`, flock); the fd to keep open.
 
@@ -194,6 +210,13 @@ def lock_writer(path: Path) -> int:
     """
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
+    owner = _owner_if_not_mine(path)
+    if owner is not None:
+        # Even root: a root-owned lock or WAL would lock the owner out of their queue.
+        raise StoreError(
+            f"it belongs to the user {owner}; run the daemon as that user "
+            f"(sudo -u {owner} reeve-lite serve), or choose another --db"
+        )
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     except FileExistsError:

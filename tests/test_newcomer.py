@@ -434,3 +434,37 @@ def test_history_lists_runs_newest_first_with_daily_totals(daemon: Daemon) -> No
     shown = cli(daemon, "history", "--since", "1d").stdout
     assert "Credit balance is too low" in shown
     assert f"{today['day']}      2       1  $  0.0123" in shown
+
+
+def test_a_database_of_another_user_is_refused_leaving_nothing(tmp_path: Path) -> None:
+    import os
+    import pwd
+
+    if os.geteuid() != 0:
+        pytest.skip("giving a file to another user needs root")
+    db = tmp_path / "theirs.db"
+    db.write_bytes(b"")
+    nobody = pwd.getpwnam("nobody")
+    os.chown(db, nobody.pw_uid, nobody.pw_gid)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "reeve_lite.cli",
+            "serve",
+            "--db",
+            str(db),
+            "--socket",
+            str(tmp_path / "api.sock"),
+        ],
+        env=clean_env() | {"REEVE_LITE_AGENT_COMMAND": "true"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "it belongs to the user nobody; run the daemon as that user" in done.stderr
+    assert "sudo -u nobody reeve-lite serve" in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no lock, no WAL
