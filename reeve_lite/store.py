@@ -151,6 +151,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+# `PRAGMA application_id` of a reeve-lite database ("ReVe"): a file with another one,
+# or with someone else's tables, is never changed.
+APPLICATION_ID = 0x52655665
+# The tables of an unmarked reeve-lite database (made before the mark was set).
+_OUR_TABLES = {"pulses", "attempts", "misses"}
 # How long a statement waits inside SQLite for a lock another process holds;
 # short, because the connection is shared by every request while it waits.
 BUSY_TIMEOUT_MS = 100
@@ -186,6 +191,54 @@ class Locked(StoreError):
     """Another daemon holds the database."""
 
 
+def check_ours(path: Path) -> None:
+    """Raise StoreError, having changed nothing, unless `path` is missing, empty, an
+    empty SQLite database, or a reeve-lite database of a schema this code knows."""
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(100)
+    except FileNotFoundError:
+        return
+    if not header:
+        return  # an empty file: ours to initialise
+    if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
+        raise StoreError("it is not an SQLite database (it was left as it is)")
+    application_id = int.from_bytes(header[68:72], "big")
+    if application_id not in (0, APPLICATION_ID):
+        raise StoreError(
+            f"it belongs to another application (application_id {application_id:#010x}); "
+            "it was left as it is"
+        )
+    # Read only: no pragma that writes, no journal mode change.
+    conn = sqlite3.connect(path)
+    try:
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        tables = sorted(
+            str(r[0])
+            for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' "
+                "AND name NOT LIKE 'sqlite_%'"
+            )
+        )
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"it cannot be read as an SQLite database ({exc})") from None
+    finally:
+        conn.close()
+    if version > SCHEMA_VERSION and (application_id == APPLICATION_ID or tables):
+        raise SchemaTooNew(
+            f"it has schema version {version}, newer than this reeve-lite understands "
+            f"({SCHEMA_VERSION}); upgrade reeve-lite (the file was left as it is)"
+        )
+    if application_id == APPLICATION_ID or not tables:
+        return
+    if not ({"pulses", "attempts"} <= set(tables) <= _OUR_TABLES and version >= 1):
+        shown = ", ".join(tables[:8]) + (" …" if len(tables) > 8 else "")
+        raise StoreError(
+            f"it is not a reeve-lite database: it holds the tables {shown} (schema "
+            f"version {version}); it was left as it is"
+        )
+
+
 def _owner_if_not_mine(path: Path) -> str | None:
     """The name of the user who owns `path` when that is not this process's user."""
     import pwd
@@ -210,6 +263,7 @@ def lock_writer(path: Path) -> int:
     """
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
+    check_ours(path)
     owner = _owner_if_not_mine(path)
     if owner is not None:
         # Even root: a root-owned lock or WAL would lock the owner out of their queue.
@@ -442,6 +496,7 @@ class Store:
         -shm files the same mode): prompts may hold anything.
         """
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        check_ours(path)  # before anything changes it
         os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
         db = await aiosqlite.connect(path, isolation_level=None)
         try:
@@ -455,6 +510,10 @@ class Store:
             await db.execute("PRAGMA foreign_keys = ON")
             store = cls(db, path)
             await store._migrate(migrate_to)
+            async with db.execute("PRAGMA application_id") as cur:
+                mark = await cur.fetchone()
+            if mark is None or mark[0] != APPLICATION_ID:
+                await db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         except BaseException:
             await db.close()
             raise

@@ -34,6 +34,7 @@ AREAS = (
     "agent runs",
     "the real agent",
     "hostile input",
+    "foreign files",
     "store",
     "group commit",
     "access",
