@@ -209,28 +209,39 @@ def check_ours(path: Path) -> None:
             f"it belongs to another application (application_id {application_id:#010x}); "
             "it was left as it is"
         )
-    # Read only: no pragma that writes, no journal mode change.
-    conn = sqlite3.connect(path)
-    try:
-        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-        tables = sorted(
-            str(r[0])
-            for r in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' "
-                "AND name NOT LIKE 'sqlite_%'"
+    if application_id == APPLICATION_ID:
+        version = int.from_bytes(header[60:64], "big")
+        if version > SCHEMA_VERSION:
+            raise SchemaTooNew(
+                f"it has schema version {version}, newer than this reeve-lite understands "
+                f"({SCHEMA_VERSION}); upgrade reeve-lite (the file was left as it is)"
             )
-        )
+        return  # ours (the schema is checked again, through the WAL, when it opens)
+    # Read only: no pragma that writes, no journal mode change.
+    try:
+        conn = sqlite3.connect(path)
+        try:
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            tables = sorted(
+                str(r[0])
+                for r in conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' "
+                    "AND name NOT LIKE 'sqlite_%'"
+                )
+            )
+        finally:
+            conn.close()
+    except sqlite3.OperationalError:
+        return  # cannot be read here (a read-only directory): opening it says why
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"it cannot be read as an SQLite database ({exc})") from None
-    finally:
-        conn.close()
-    if version > SCHEMA_VERSION and (application_id == APPLICATION_ID or tables):
+    if not tables:
+        return  # an empty database: ours to initialise
+    if version > SCHEMA_VERSION and {"pulses", "attempts"} <= set(tables):
         raise SchemaTooNew(
             f"it has schema version {version}, newer than this reeve-lite understands "
             f"({SCHEMA_VERSION}); upgrade reeve-lite (the file was left as it is)"
         )
-    if application_id == APPLICATION_ID or not tables:
-        return
     if not ({"pulses", "attempts"} <= set(tables) <= _OUR_TABLES and version >= 1):
         shown = ", ".join(tables[:8]) + (" …" if len(tables) > 8 else "")
         raise StoreError(
