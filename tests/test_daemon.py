@@ -418,15 +418,20 @@ def test_sigint_is_a_clean_stop(daemon: Daemon) -> None:
 def test_recurring_pulse_fires_twice_on_the_real_clock(daemon: Daemon) -> None:
     client = daemon.client()
     pulse = client.create(prompt="every minute", cron="* * * * *", scheduled_at="now")
+    # "now" with cron is "not before now": the first run is on the next minute.
+    grid = datetime.fromisoformat(pulse["scheduled_at"])
+    assert (grid.second, grid.microsecond) == (0, 0)
 
     def runs(n: int) -> dict | None:  # type: ignore[type-arg]
         p = client.get(pulse["pulse_id"])
         done = [a for a in p["attempts"] if a["finished_at"]]
         return p if len(done) >= n and p["status"] == "pending" else None
 
-    first = wait_for(lambda: runs(1), 10, "the first run")
+    first = wait_for(lambda: runs(1), 75, "the first run")
+    started = datetime.fromisoformat(first["attempts"][0]["started_at"])
+    assert grid <= started < grid + timedelta(seconds=2)
     boundary = datetime.fromisoformat(first["scheduled_at"])
-    assert boundary.second == 0
+    assert boundary == grid + timedelta(minutes=1)
     second = wait_for(lambda: runs(2), 75, "the second run")
     started = datetime.fromisoformat(second["attempts"][1]["started_at"])
     assert boundary <= started < boundary + timedelta(seconds=2)
