@@ -39,6 +39,9 @@ def listen_sockets_given() -> bool:
     return os.environ.get("LISTEN_PID") == str(os.getpid())
 
 
+SERVER_STOP_GRACE = 3.0  # seconds for open requests once the daemon stops
+
+
 class StartupError(Exception):
     """The daemon cannot start; the message says why and what to do."""
 
@@ -199,7 +202,15 @@ class Daemon:
             else None
         )
         ctx = Context(store=store, scheduler=scheduler, settings=s, on_request=self.touch, bot=bot)
-        runner = web.AppRunner(make_app(ctx), access_log=None, handle_signals=False)
+        # A client that stalls mid-request must not hold the stop: after the agents'
+        # grace, open requests get SERVER_STOP_GRACE, so the whole stop stays well
+        # inside the units' TimeoutStopSec=60 (30 s grace + 5 s kill + this).
+        runner = web.AppRunner(
+            make_app(ctx),
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=SERVER_STOP_GRACE,
+        )
         await runner.setup()
         try:
             for sock in self._sockets():

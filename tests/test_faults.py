@@ -8,6 +8,8 @@ import contextlib
 import errno
 import itertools
 import os
+import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -351,3 +353,25 @@ def test_full_disk_at_start_is_a_clear_error_and_recovery_waits_for_space(
         "exit 1, one line (cannot write to the database …: database or disk is full); "
         "after freeing space the cut attempt is recovered and its pulse completes",
     )
+
+
+def test_a_client_stalled_mid_body_does_not_hold_the_stop(daemon: Daemon) -> None:
+    """Headers and 10 of 100 body bytes, then silence: SIGTERM still ends the daemon
+    promptly (aiohttp waited 60 s for such a request before)."""
+    stalled = socket.socket(socket.AF_UNIX)
+    stalled.connect(str(daemon.socket))
+    stalled.sendall(
+        b"POST /api/pulse/trigger HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100\r\n\r\n" + b'{"prompt":'
+    )
+    time.sleep(0.3)
+    assert daemon.proc is not None
+    started = time.monotonic()
+    daemon.proc.send_signal(signal.SIGTERM)
+    try:
+        code = daemon.proc.wait(timeout=30)
+    finally:
+        stalled.close()
+    took = time.monotonic() - started
+    assert code == 0
+    record("faults", "SIGTERM with a client stalled mid-body", f"stopped in {took:.1f} s")
