@@ -1,10 +1,11 @@
-"""Idle cost: a daemon with nothing pending, beside a 1-second poller.
+"""Idle cost: a daemon with one pulse pending an hour out, beside a 1-second poller.
 
     python -m bench.idle [--seconds 60]
 
-Both run over the same (empty) database for the same window; CPU time and
-wake-ups (voluntary context switches of all threads) come from /proc, per
-minute. The daemon runs without a watchdog, so every wake-up counts.
+Both run over the same database for the same window; CPU time and wake-ups
+(voluntary context switches of all threads) come from /proc, per minute. The
+daemon runs without a watchdog, so every wake-up counts: with its wall-clock
+timer armed for the pending pulse, it should make none.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def rows(seconds: float = 60.0) -> list[Row]:
     with tempfile.TemporaryDirectory(prefix="reeve-bench-") as name:
         tmp = Path(name)
         with running_daemon(tmp) as daemon:
+            daemon.client.create(prompt="an hour out", scheduled_at="in 1 hour")
             poller = subprocess.Popen(
                 [sys.executable, "-m", "bench.poller", str(tmp / "reeve.db")], env=clean_env()
             )

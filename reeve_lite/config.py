@@ -474,7 +474,7 @@ SETTINGS: tuple[Setting, ...] = (
         "max_sleep",
         _duration,
         _const("60s"),
-        "Longest scheduler sleep; bounds lateness after a wall-clock jump or suspend",
+        "Longest scheduler sleep where no wall-clock timer (timerfd) is to be had",
     ),
     Setting(
         "idle_exit",

@@ -30,6 +30,7 @@ from reeve_lite.store import Store, StoreError, lock_writer
 from reeve_lite.systemd import Notifier, listen_sockets, watchdog_period
 from reeve_lite.telegram import BotApi
 from reeve_lite.timeparse import format_duration
+from reeve_lite.walltimer import WallTimer
 
 log = logging.getLogger(__name__)
 
@@ -221,6 +222,7 @@ class Daemon:
             loop.add_signal_handler(
                 signal.SIGHUP, lambda: self._spawn(self._reload(ctx, scheduler))
             )
+            scheduler.timer = WallTimer.create(scheduler.wake)
             ticker = asyncio.create_task(scheduler.run(), name="scheduler")
             pending = await store.count_pending()
             log.info(
@@ -246,6 +248,8 @@ class Daemon:
                 task.cancel()
             await scheduler.close(self.settings.shutdown_grace)
             await ticker
+            if scheduler.timer is not None:
+                scheduler.timer.close()
         finally:
             await runner.cleanup()
             if http is not None:

@@ -1,8 +1,10 @@
 """The scheduler: sleep exactly until the next pulse is due, claim, run, record.
 
 There is no polling interval. The loop asks the store for the earliest due
-time, sleeps until then (at most `max_sleep`, so a wall-clock jump or a
-suspend is noticed), and any change made through the API wakes it at once.
+time and sleeps until then on a wall-clock timer (`walltimer.py`: it fires at
+the due time after a suspend, and at once when the clock is set), and any
+change made through the API wakes it at once. Without that timer it sleeps at
+most `max_sleep` at a time.
 Due pulses are claimed in priority order up to `max_concurrent`; each claim
 runs in a task of its own and ends with one transaction that closes the
 attempt and decides the pulse's next state (completed, retried with
@@ -27,6 +29,7 @@ from reeve_lite.executor import Executor, RunReport
 from reeve_lite.models import Pulse, Status
 from reeve_lite.policy import After, Policy, Review, after_failure, after_success, review
 from reeve_lite.store import DEFAULT_KEY, Claim, Outcome, Store
+from reeve_lite.walltimer import WallTimer
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +109,9 @@ class Scheduler:
         self._loop_idle = asyncio.Event()
         self._loop_idle.set()
         self._closing = False
+        # The wall-clock timer (reeve_lite.walltimer) the daemon gives; without one the
+        # loop sleeps at most `max_sleep` at a time.
+        self.timer: WallTimer | None = None
         # While the loop sleeps with a timeout: the monotonic instant it wakes by itself
         # (else None). Monotonic: a wall-clock jump must not make a new pulse look later
         # than the armed timer.
@@ -227,6 +233,7 @@ class Scheduler:
             now = self.clock()
             free = self.settings.max_concurrent - len(self.runs)
             timeout: float | None = None
+            wake_at: datetime | None = None
             try:
                 done = await self.store.dispatch(
                     now,
@@ -248,10 +255,19 @@ class Scheduler:
             if timeout is not None:
                 if timeout == 0:
                     continue
-                # Re-check the wall clock now and then: a jump or a suspend
-                # does not move the monotonic timer asyncio sleeps on.
-                timeout = min(timeout, self.settings.max_sleep)
                 self._asleep_until = time.monotonic() + timeout
+            if self.timer is not None:
+                # The wall-clock timer fires at the due time even after a suspend, and
+                # at once when the clock is set: no periodic wake-up is needed.
+                when = wake_at
+                if when is None and timeout is not None:  # after a database error
+                    when = self.clock() + timedelta(seconds=timeout)
+                self.timer.arm(when)
+                timeout = None
+            elif timeout is not None:
+                # Without one, re-check the wall clock now and then: a jump or a
+                # suspend does not move the monotonic timer asyncio sleeps on.
+                timeout = min(timeout, self.settings.max_sleep)
             try:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout)
