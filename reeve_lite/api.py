@@ -10,6 +10,7 @@ Errors are always `{"error": {"code", "message", "field"}}`. Bad input is a
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import hmac
@@ -154,9 +155,20 @@ def error_response(err: ApiError) -> web.Response:
 # --- input helpers
 
 
+# Seconds for a request's body to arrive once its headers have (see guard.py).
+BODY_TIMEOUT = 10.0
+
+
 async def _body(request: web.Request, model: type[BaseModel], ctx: Context) -> Any:
     try:
-        raw = await request.read()
+        async with asyncio.timeout(BODY_TIMEOUT):
+            raw = await request.read()
+    except TimeoutError:
+        if request.transport is not None:
+            request.transport.abort()  # a stalled client gets no answer, only closed
+        raise ApiError(
+            408, "timeout", f"the request body did not arrive within {BODY_TIMEOUT:g}s"
+        ) from None
     except web.HTTPRequestEntityTooLarge:
         raise ApiError(
             413, "too_large", f"request body over {ctx.settings.max_body_bytes} bytes"

@@ -25,6 +25,7 @@ from reeve_lite.agent import AgentUnavailable
 from reeve_lite.api import Context, make_app
 from reeve_lite.config import ConfigError, Settings
 from reeve_lite.executor import Executor, watch_children_with_pidfd
+from reeve_lite.guard import Guard, per_listener_cap, raise_nofile_limit
 from reeve_lite.scheduler import Scheduler
 from reeve_lite.store import Store, StoreError, lock_writer
 from reeve_lite.systemd import Notifier, listen_sockets, watchdog_period
@@ -41,6 +42,23 @@ def listen_sockets_given() -> bool:
 
 
 SERVER_STOP_GRACE = 3.0  # seconds for open requests once the daemon stops
+
+
+class GuardedSite(web.SockSite):
+    """A listener whose connections go through a `Guard` (a cap, a header deadline)."""
+
+    def __init__(self, runner: web.BaseRunner, sock: socket.socket, guard: Guard) -> None:
+        super().__init__(runner, sock)
+        self.guard = guard
+
+    async def start(self) -> None:
+        """Listen, every connection guarded."""
+        await web.BaseSite.start(self)  # registers the site with its runner
+        server = self._runner.server
+        assert server is not None
+        self._server = await asyncio.get_running_loop().create_server(
+            self.guard.factory(server), sock=self._sock, backlog=self._backlog
+        )
 
 
 class StartupError(Exception):
@@ -214,8 +232,11 @@ class Daemon:
         )
         await runner.setup()
         try:
-            for sock in self._sockets():
-                await web.SockSite(runner, sock).start()
+            socks = self._sockets()
+            cap = per_listener_cap(len(socks), raise_nofile_limit())
+            for sock in socks:
+                name = "the Unix socket" if sock.family == socket.AF_UNIX else "TCP"
+                await GuardedSite(runner, sock, Guard(name, cap)).start()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.request_stop)
