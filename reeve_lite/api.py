@@ -149,7 +149,12 @@ def error_response(err: ApiError) -> web.Response:
     """The JSON answer of an ApiError."""
     body = {"error": {"code": err.code, "message": err.message, "field": err.field}}
     headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else None
-    return web.json_response(body, status=err.status, dumps=_dumps, headers=headers)
+    response = web.json_response(body, status=err.status, dumps=_dumps, headers=headers)
+    if err.status == 413:
+        # The rest of an oversized body (chunked has no length to skip) is not read:
+        # the connection closes after the answer.
+        response.force_close()
+    return response
 
 
 # --- input helpers

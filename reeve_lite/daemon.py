@@ -229,6 +229,9 @@ class Daemon:
             access_log=None,
             handle_signals=False,
             shutdown_timeout=SERVER_STOP_GRACE,
+            # After an answer to an unread body (413), read what follows for at most
+            # this long before closing (aiohttp's default, 10 s, read 7 MB of junk).
+            lingering_time=1.0,
         )
         await runner.setup()
         try:

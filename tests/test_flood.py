@@ -5,6 +5,7 @@ a second. Root only (another user, prlimit)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.conftest import Daemon
+from tests.conftest import TOKEN, Daemon
 from tests.report import record
 
 FLOODER = r"""
@@ -107,3 +108,34 @@ def test_headers_that_never_end_are_cut(daemon: Daemon) -> None:
         assert conn.recv(1) == b""
     finally:
         conn.close()
+
+
+def test_a_chunked_upload_is_limited_like_a_plain_body(daemon: Daemon) -> None:
+    import socket
+
+    conn = socket.create_connection(("127.0.0.1", daemon.port))
+    conn.settimeout(30)
+    sent = 0
+    answer = b""
+    try:
+        conn.sendall(
+            b"POST /api/pulse/trigger HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            + TOKEN.encode()
+            + b"\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        chunk = b"10000\r\n" + b"x" * 0x10000 + b"\r\n"
+        closed = False
+        end = time.monotonic() + 30
+        try:
+            while time.monotonic() < end:
+                conn.sendall(chunk)
+                sent += 0x10000
+        except OSError:
+            closed = True  # the daemon answered and closed: the upload stops there
+        with contextlib.suppress(OSError):
+            answer = conn.recv(4096)
+    finally:
+        conn.close()
+    assert closed, f"the daemon read {sent} bytes for 30 s without closing"
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert daemon.client().list(status=None)["total"] == 0
