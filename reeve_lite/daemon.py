@@ -25,7 +25,7 @@ from reeve_lite.agent import AgentUnavailable
 from reeve_lite.api import Context, make_app
 from reeve_lite.config import ConfigError, Settings
 from reeve_lite.executor import Executor, watch_children_with_pidfd
-from reeve_lite.guard import Guard, per_listener_cap, raise_nofile_limit
+from reeve_lite.guard import AcceptErrorFilter, Guard, per_listener_cap, raise_nofile_limit
 from reeve_lite.scheduler import Scheduler
 from reeve_lite.store import Store, StoreError, lock_writer
 from reeve_lite.systemd import Notifier, listen_sockets, watchdog_period
@@ -235,6 +235,7 @@ class Daemon:
         )
         await runner.setup()
         try:
+            logging.getLogger("asyncio").addFilter(AcceptErrorFilter())
             socks = self._sockets()
             cap = per_listener_cap(len(socks), raise_nofile_limit())
             for sock in socks:

@@ -182,3 +182,28 @@ class _Guarded(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._inner.resume_writing()
+
+
+class AcceptErrorFilter(logging.Filter):
+    """Lets through one of asyncio's "socket.accept() out of system resource" errors
+    a minute (out of descriptors, asyncio logs one per loop iteration), with the
+    count of the ones held back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._held = 0
+        self._passed_at = -LOG_EVERY
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False for an accept() error logged less than a minute after the last."""
+        if "accept" not in str(record.msg):
+            return True
+        now = time.monotonic()
+        if now - self._passed_at < LOG_EVERY:
+            self._held += 1
+            return False
+        if self._held:
+            record.msg = f"{record.msg} ({self._held} more in the last minute)"
+            record.exc_info = None  # the traceback is the same each time
+        self._passed_at, self._held = now, 0
+        return True

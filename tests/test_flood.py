@@ -139,3 +139,21 @@ def test_a_chunked_upload_is_limited_like_a_plain_body(daemon: Daemon) -> None:
     assert closed, f"the daemon read {sent} bytes for 30 s without closing"
     assert answer == b"" or answer.startswith(b"HTTP/1.1 413"), answer[:200]
     assert daemon.client().list(status=None)["total"] == 0
+
+
+def test_accept_errors_are_logged_once_a_minute() -> None:
+    import logging
+
+    from reeve_lite.guard import AcceptErrorFilter
+
+    accept_filter = AcceptErrorFilter()
+
+    def record_of(msg: str) -> logging.LogRecord:
+        return logging.LogRecord("asyncio", logging.ERROR, __file__, 1, msg, None, None)
+
+    passed = [
+        accept_filter.filter(record_of("socket.accept() out of system resource"))
+        for _ in range(10_000)
+    ]
+    assert passed.count(True) == 1
+    assert accept_filter.filter(record_of("Task exception was never retrieved"))
