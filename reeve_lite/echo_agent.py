@@ -22,6 +22,12 @@ _VALUED = {
     "--permission-mode",
     "--max-turns",
     "--append-system-prompt",
+    # What the daemon adds: its MCP server and the permission for its tools.
+    "--mcp-config",
+    "--allowedTools",
+    "--allowed-tools",
+    "--settings",
+    "--add-dir",
 }
 
 

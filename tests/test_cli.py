@@ -169,8 +169,13 @@ def test_help_lists_the_commands() -> None:
 
 
 def test_echo_agent_speaks_stream_json() -> None:
+    # As the daemon calls it with the command profile: its MCP flags first.
     done = cli(
         "echo-agent",
+        "--mcp-config",
+        '{"mcpServers": {}}',
+        "--allowedTools",
+        "mcp__reeve-lite",
         "--print",
         "--output-format",
         "stream-json",
