@@ -6,6 +6,7 @@ The tests run in file order on one container of their own."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -17,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from tests.report import record
+from tests.systemd import rootfs
 from tests.systemd.conftest import (
     BOOT_TIMEOUT,
     FAKE_CLAUDE,
@@ -232,3 +235,78 @@ def test_lintian_finds_no_errors(debs: dict[str, Path]) -> None:
     assert [line for line in tags if line.startswith("E:")] == []
     # The warnings the README lists, with their reasons; a new one must be looked at.
     assert {line.split()[2] for line in tags} <= {"unusual-interpreter"}
+
+
+# Directories that systemd (a dependency) makes at install and that outlive it;
+# piuparts cannot tell them apart from the package's own in its upgrade test.
+PIUPARTS_IGNORED = (
+    "/root/.ssh/",
+    "/var/cache/private/",
+    "/var/lib/private/",
+    "/var/lib/systemd/coredump/",
+    "/var/lib/systemd/pstore/",
+    "/var/log/private/",
+)
+
+
+def test_piuparts_install_purge_and_upgrade_pass(debs: dict[str, Path], tmp_path: Path) -> None:
+    """Debian's own package checker on a bookworm base made with debootstrap (cached
+    as a tarball): install and purge of this build, and an upgrade to it from the
+    previous one, served from a local archive."""
+    if not shutil.which("piuparts"):
+        if os.environ.get("REEVE_LITE_TEST_REQUIRE_SYSTEMD") == "1":
+            pytest.fail("piuparts is not installed (apt-get install piuparts)")
+        pytest.skip("piuparts is not installed")
+    mirror = rootfs.debian_mirror()
+    version = subprocess.run(
+        ["piuparts", "--version"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    key = hashlib.sha256(f"bookworm {mirror} {version}".encode()).hexdigest()[:16]
+    base = rootfs.CACHE_DIR / f"piuparts-bookworm-{key}.tgz"
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    shutil.copy(debs["old"], repo)
+    packages = subprocess.run(
+        ["dpkg-scanpackages", "--multiversion", "."],
+        cwd=repo,
+        capture_output=True,
+        check=True,
+    ).stdout
+    (repo / "Packages").write_bytes(packages)
+    argv = [
+        "piuparts",
+        "-d",
+        "bookworm",
+        "-m",
+        mirror,
+        "--warn-on-others",
+        "--allow-database",
+        *(arg for path in PIUPARTS_IGNORED for arg in ("-i", path)),
+        "--bindmount",
+        str(repo),
+        "--extra-repo",
+        f"deb [trusted=yes] file://{repo} ./",
+    ]
+    fresh = base.with_name(base.name + f".{os.getpid()}.partial")
+    argv += ["-b", str(base)] if base.exists() else ["-s", str(fresh)]
+    started = time.monotonic()
+    done = subprocess.run([*argv, str(debs["new"])], capture_output=True, text=True, timeout=1800)
+    took = time.monotonic() - started
+    output = done.stdout + done.stderr
+    verdicts = [
+        line.split("INFO: ", 1)[-1].split("ERROR: ", 1)[-1]
+        for line in output.splitlines()
+        if "PASS:" in line or "FAIL:" in line
+    ]
+    print(f"\n[deb] piuparts ({took:.0f}s): " + "; ".join(verdicts))
+    assert done.returncode == 0, output[-4000:]
+    assert not [v for v in verdicts if v.startswith("FAIL")]
+    assert "PASS: Installation and purging test." in verdicts
+    assert "PASS: Installation, upgrade and purging tests." in verdicts
+    if fresh.exists():
+        fresh.rename(base)  # the base for the next runs, complete
+    record(
+        "package",
+        "piuparts 1.1.7: install and purge; upgrade from the previous build",
+        f"{'; '.join(verdicts)} ({took:.0f} s)",
+    )
