@@ -63,6 +63,11 @@ def _install(root: Path) -> None:
         check=True,
         timeout=900,
     )
+    # Claude Code's package ships a 500-byte placeholder that its postinstall replaces
+    # with the native binary; an npm that skips install scripts leaves the stub.
+    package = staging / "node_modules" / "@anthropic-ai" / "claude-code"
+    if (package / "bin" / "claude.exe").stat().st_size < 1_000_000:
+        subprocess.run(["node", "install.cjs"], cwd=package, check=True, timeout=300)
     staging.rename(root)
 
 
