@@ -173,8 +173,6 @@ class StreamState:
 
     session_id: str | None = None
     saw_init: bool = False
-    # The model answered at least once (an assistant event): the prompt reached it.
-    answered: bool = False
     result_seen: bool = False
     is_error: bool = False
     result: str | None = None
@@ -185,7 +183,6 @@ class StreamState:
     denials: list[str] = field(default_factory=list)
     # While Claude Code retries its API: (attempt, max_retries, the error).
     api_retry: tuple[int, int | None, str | None] | None = None
-    mcp_servers: dict[str, str] = field(default_factory=dict)
 
     def feed(self, line: bytes) -> None:
         """Take one output line; lines that are not JSON objects are ignored."""
@@ -207,13 +204,6 @@ class StreamState:
             self.saw_init = True
             if isinstance(session, str):
                 self.session_id = session
-            servers = event.get("mcp_servers")
-            if isinstance(servers, list):
-                self.mcp_servers = {
-                    str(s.get("name")): str(s.get("status"))
-                    for s in servers[:50]
-                    if isinstance(s, dict)
-                }
         elif kind == "system" and subtype == "api_retry":
             attempt = _int(event.get("attempt"))
             if attempt is not None:
@@ -226,8 +216,7 @@ class StreamState:
                     text = f"{text or 'error'} ({status})"
                 self.api_retry = (attempt, _int(event.get("max_retries")), text)
         elif kind == "assistant":
-            self.answered = True
-            self.api_retry = None
+            self.api_retry = None  # the API answered: no retry in progress
         elif kind == "result":
             self._result(event, subtype, session)
 

@@ -768,12 +768,7 @@ OPERATIONS: tuple[Operation, ...] = (
                 {"type": "string", "minLength": 1, "maxLength": 200},
                 "How far back: a duration ('7d', the default) or a time ('2026-11-01').",
             ),
-            Param(
-                "limit",
-                "query",
-                {"type": "integer", "minimum": 1, "maximum": 1000},
-                "How many attempts at most (default 50).",
-            ),
+            _LIMIT,
         ),
     ),
     Operation(

@@ -28,17 +28,12 @@ from reeve_lite.executor import Executor, watch_children_with_pidfd
 from reeve_lite.guard import AcceptErrorFilter, Guard, per_listener_cap, raise_nofile_limit
 from reeve_lite.scheduler import Scheduler
 from reeve_lite.store import Store, StoreError, lock_writer
-from reeve_lite.systemd import Notifier, listen_sockets, watchdog_period
+from reeve_lite.systemd import Notifier, listen_sockets, socket_activated, watchdog_period
 from reeve_lite.telegram import BotApi
 from reeve_lite.timeparse import format_duration
 from reeve_lite.walltimer import WallTimer
 
 log = logging.getLogger(__name__)
-
-
-def listen_sockets_given() -> bool:
-    """Whether systemd passes sockets (then none is bound here)."""
-    return os.environ.get("LISTEN_PID") == str(os.getpid())
 
 
 SERVER_STOP_GRACE = 3.0  # seconds for open requests once the daemon stops
@@ -65,16 +60,10 @@ class StartupError(Exception):
     """The daemon cannot start; the message says why and what to do."""
 
 
-def bind_unix_socket(path: Path, mode: int, *, make_parent: bool = True) -> socket.socket:
+def bind_unix_socket(path: Path, mode: int) -> socket.socket:
     """Bind and listen on `path` with file mode `mode`, replacing a stale socket
-    file but refusing to take over one that a live daemon still answers on. The
-    parent directory is made only with `make_parent` (the default location); a
-    path the user named must be in a directory that exists."""
-    if not make_parent and not path.parent.is_dir():
-        raise StartupError(
-            f"cannot bind {path}: the directory {path.parent} does not exist "
-            "(make it, or choose another --socket)"
-        )
+    file but refusing to take over one that a live daemon still answers on. A
+    missing directory is made (`run` has refused one the user named)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o755 if mode & 0o070 else 0o700)
     if path.exists() or path.is_symlink():
         if not stat.S_ISSOCK(path.lstat().st_mode):
@@ -168,7 +157,7 @@ class Daemon:
                 "REEVE_LITE_LISTEN needs an API token: set the credential api-token, "
                 "--token-file or REEVE_LITE_API_TOKEN"
             )
-        if "socket" in s.explicit and not s.socket.parent.is_dir() and not listen_sockets_given():
+        if "socket" in s.explicit and not s.socket.parent.is_dir() and not socket_activated():
             # Before the database is touched: a failed start leaves nothing behind.
             raise StartupError(
                 f"cannot bind {s.socket}: the directory {s.socket.parent} does not exist "
@@ -393,7 +382,7 @@ class Daemon:
                     "but /api/health is refused (give the credential api-token)"
                 )
             return socks
-        socks = [bind_unix_socket(s.socket, s.socket_mode, make_parent="socket" not in s.explicit)]
+        socks = [bind_unix_socket(s.socket, s.socket_mode)]
         self._bound_socket = s.socket
         if s.listen:
             socks.append(bind_tcp(*s.listen))

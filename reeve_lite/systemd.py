@@ -27,6 +27,12 @@ _PRIORITY = {
 }
 
 
+def socket_activated(env: Mapping[str, str] | None = None) -> bool:
+    """Whether systemd passed sockets to this process (`LISTEN_PID` is ours)."""
+    env = os.environ if env is None else env
+    return env.get("LISTEN_PID", "") == str(os.getpid())
+
+
 def listen_sockets(env: Mapping[str, str] | None = None) -> dict[str, list[socket.socket]]:
     """Sockets passed by socket activation, by their `FileDescriptorName=`.
 
@@ -34,9 +40,9 @@ def listen_sockets(env: Mapping[str, str] | None = None) -> dict[str, list[socke
     close-on-exec so that agent runs never inherit them.
     """
     env = os.environ if env is None else env
+    if not socket_activated(env):
+        return {}
     try:
-        if int(env.get("LISTEN_PID", "")) != os.getpid():
-            return {}
         count = int(env.get("LISTEN_FDS", "0"))
     except ValueError:
         return {}
