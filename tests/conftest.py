@@ -138,6 +138,19 @@ def clean_env() -> dict[str, str]:
     }
 
 
+def serve_once(*args: str) -> subprocess.CompletedProcess[str]:
+    """`reeve-lite serve ARGS` in a clean environment (any agent command will do),
+    run to its exit: for a daemon that must refuse to start."""
+    return subprocess.run(
+        [sys.executable, "-m", "reeve_lite.cli", "serve", *args],
+        env=clean_env() | {"REEVE_LITE_AGENT_COMMAND": "true"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
 @dataclass
 class Daemon:
     """A daemon subprocess and the ways to reach it."""

@@ -58,6 +58,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.local_server import LocalServer
+
 Turn = dict[str, Any]
 Responder = Callable[[dict[str, Any]], Turn | None]
 
@@ -230,9 +232,7 @@ class FakeAnthropic:
     url: str = ""
     log: bool = False  # print one line per request on stderr
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _loop: asyncio.AbstractEventLoop | None = None
-    _runner: web.AppRunner | None = None
-    _thread: threading.Thread | None = None
+    _server: LocalServer | None = None
 
     # -- the scripting interface -------------------------------------------------
 
@@ -488,38 +488,18 @@ class FakeAnthropic:
 
     def start(self, port: int = 0) -> FakeAnthropic:
         """Serve on 127.0.0.1 (a free port by default) in a thread of its own."""
-        ready = threading.Event()
-        self._loop = asyncio.new_event_loop()
 
-        async def serve() -> None:
-            self._runner = web.AppRunner(self.app())
-            await self._runner.setup()
-            site = web.TCPSite(self._runner, "127.0.0.1", port)
-            await site.start()
-            bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            self.url = f"http://127.0.0.1:{bound}"
-            ready.set()
+        async def make() -> web.Application:
+            return self.app()
 
-        def run() -> None:
-            assert self._loop is not None
-            self._loop.run_until_complete(serve())
-            self._loop.run_forever()
-
-        self._thread = threading.Thread(target=run, daemon=True)
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("the fake Anthropic API did not start")
+        self._server = LocalServer.start(make, port, "the fake Anthropic API")
+        self.url = self._server.url
         return self
 
     def stop(self) -> None:
         """Stop serving and end the thread."""
-        assert self._loop is not None
-        assert self._runner is not None
-        runner = self._runner
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread is not None:
-            self._thread.join(10)
+        assert self._server is not None
+        self._server.stop()
 
     def __enter__(self) -> FakeAnthropic:
         return self.start() if not self.url else self

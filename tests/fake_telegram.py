@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from tests.local_server import LocalServer
 
 # The bot token the fake answers to; tests check it never reaches a log.
 BOT_TOKEN = "123456:telegram-secret-token"
@@ -31,49 +32,31 @@ class FakeTelegram:
     stopping: bool = False
     url: str = ""
     _loop: asyncio.AbstractEventLoop | None = None
-    _runner: web.AppRunner | None = None
-    _thread: threading.Thread | None = None
+    _server: LocalServer | None = None
 
     def start(self) -> FakeTelegram:
-        ready = threading.Event()
-        self._loop = asyncio.new_event_loop()
-
-        async def serve() -> None:
-            self._arrived = asyncio.Condition()
+        async def make() -> web.Application:
+            self._arrived = asyncio.Condition()  # bound to the server's loop
             app = web.Application()
             app.router.add_post("/bot{token}/{method}", self._handle)
-            self._runner = web.AppRunner(app)
-            await self._runner.setup()
-            site = web.TCPSite(self._runner, "127.0.0.1", 0)
-            await site.start()
-            port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            self.url = f"http://127.0.0.1:{port}"
-            ready.set()
+            return app
 
-        def run() -> None:
-            assert self._loop is not None
-            self._loop.run_until_complete(serve())
-            self._loop.run_forever()
-
-        self._thread = threading.Thread(target=run, daemon=True)
-        self._thread.start()
-        ready.wait(10)
+        self._server = LocalServer.start(make, what="the fake Telegram Bot API")
+        self._loop = self._server.loop
+        self.url = self._server.url
         return self
 
     def stop(self) -> None:
-        assert self._loop is not None
-        assert self._runner is not None
+        assert self._server is not None
 
-        async def shutdown() -> None:
+        async def release() -> None:
             self.stopping = True
             assert self._arrived is not None
             async with self._arrived:
                 self._arrived.notify_all()  # release every long poll still waiting
-            assert self._runner is not None
-            await self._runner.cleanup()
 
-        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._server.call(release())
+        self._server.stop()
 
     def push(self, chat_id: int, text: str | None = None, **message: Any) -> int:
         """A user writes to the bot; the update id."""

@@ -9,12 +9,13 @@ from tests.conftest import Daemon, free_port
 
 
 def doctor(daemon: Daemon, **env: str) -> subprocess.CompletedProcess[str]:
+    """`reeve-lite doctor` in the daemon's environment, with `env` on top."""
     return subprocess.run(
         [sys.executable, "-m", "reeve_lite.cli", "doctor"],
         env=daemon.env() | env,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=120,
         check=False,
     )
 

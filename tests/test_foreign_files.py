@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from reeve_lite.store import APPLICATION_ID
-from tests.conftest import Daemon, clean_env
+from tests.conftest import Daemon, serve_once
 from tests.report import record
 
 
@@ -61,23 +59,7 @@ def test_a_file_that_is_not_ours_is_refused_untouched(tmp_path: Path, kind: str)
     make(db)
     before = hashlib.sha256(db.read_bytes()).hexdigest()
     names = sorted(p.name for p in tmp_path.iterdir())
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "reeve_lite.cli",
-            "serve",
-            "--db",
-            str(db),
-            "--socket",
-            str(tmp_path / "api.sock"),
-        ],
-        env=clean_env() | {"REEVE_LITE_AGENT_COMMAND": "true"},
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    done = serve_once("--db", str(db), "--socket", str(tmp_path / "api.sock"))
     assert done.returncode == 1
     assert message in done.stderr, done.stderr
     assert hashlib.sha256(db.read_bytes()).hexdigest() == before

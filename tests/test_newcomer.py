@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from reeve_lite.client import ApiFailure
-from tests.conftest import Daemon, clean_env
+from tests.conftest import Daemon, serve_once
 from tests.test_mcp import call, mcp_session
 
 
@@ -215,14 +215,7 @@ def test_a_named_path_in_a_missing_directory_is_refused_leaving_nothing(
         ],
         "db": ["--socket", str(tmp_path / "api.sock"), "--db", str(tmp_path / "adir")],
     }[where]
-    done = subprocess.run(
-        [sys.executable, "-m", "reeve_lite.cli", "serve", *paths],
-        env=clean_env() | {"REEVE_LITE_AGENT_COMMAND": "true"},
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    done = serve_once(*paths)
     assert done.returncode == 1
     message = {
         "socket": "does not exist (make it, or choose another --socket)",
@@ -234,22 +227,8 @@ def test_a_named_path_in_a_missing_directory_is_refused_leaving_nothing(
 
 def test_a_database_under_a_regular_file_says_not_a_directory(tmp_path: Path) -> None:
     (tmp_path / "afile").touch()
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "reeve_lite.cli",
-            "serve",
-            "--db",
-            str(tmp_path / "afile" / "x.db"),
-            "--socket",
-            str(tmp_path / "api.sock"),
-        ],
-        env=clean_env() | {"REEVE_LITE_AGENT_COMMAND": "true"},
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
+    done = serve_once(
+        "--db", str(tmp_path / "afile" / "x.db"), "--socket", str(tmp_path / "api.sock")
     )
     assert done.returncode == 1
     assert "Not a directory" in done.stderr
@@ -449,23 +428,7 @@ def test_a_database_of_another_user_is_refused_leaving_nothing(tmp_path: Path) -
     nobody = pwd.getpwnam("nobody")
     os.chown(db, nobody.pw_uid, nobody.pw_gid)
     before = sorted(p.name for p in tmp_path.iterdir())
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "reeve_lite.cli",
-            "serve",
-            "--db",
-            str(db),
-            "--socket",
-            str(tmp_path / "api.sock"),
-        ],
-        env=clean_env() | {"REEVE_LITE_AGENT_COMMAND": "true"},
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    done = serve_once("--db", str(db), "--socket", str(tmp_path / "api.sock"))
     assert done.returncode == 1
     assert "it belongs to the user nobody; run the daemon as that user" in done.stderr
     assert "sudo -u nobody reeve-lite serve" in done.stderr

@@ -23,6 +23,7 @@ from tests.conftest import Daemon, wait_for
 from tests.fake_anthropic import ERRORS, FakeAnthropic
 from tests.fake_telegram import BOT_TOKEN, FakeTelegram
 from tests.report import record
+from tests.test_doctor import doctor
 
 pytestmark = pytest.mark.agent
 
@@ -281,25 +282,14 @@ def test_doctor_passes_against_the_real_clis_and_hub(
 ) -> None:
     settings = agent_settings(tmp_path, anthropic, clis.path_with("hapi", "claude")) | hub.env()
     daemon = make_daemon(**settings)
-
-    def doctor(**env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "reeve_lite.cli", "doctor"],
-            env=daemon.env() | env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-
-    done = doctor()
+    done = doctor(daemon)
     assert done.returncode == 0, done.stdout
     assert (
         f"ok   agent: hapi: {clis.path_with('hapi', 'claude')}/hapi (hapi version: " in done.stdout
     )
     assert f"ok   hapi: the hub at {hub.url} accepts hapi's token" in done.stdout
     assert "ok   login: Claude Code is logged in (api_key)" in done.stdout
-    wrong = doctor(CLI_API_TOKEN="not-the-hubs-token")
+    wrong = doctor(daemon, CLI_API_TOKEN="not-the-hubs-token")
     assert wrong.returncode == 1
     assert f"FAIL hapi: hapi's hub at {hub.url} refuses its token (401)" in wrong.stdout
     record(
