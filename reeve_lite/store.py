@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import json
@@ -299,6 +300,85 @@ def lock_writer(path: Path) -> int:
     return fd
 
 
+def _ts(value: datetime) -> float:
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to the store")
+    return value.timestamp()
+
+
+def _dt(value: float) -> datetime:
+    return datetime.fromtimestamp(value, UTC)
+
+
+def _opt_dt(value: float | None) -> datetime | None:
+    return None if value is None else _dt(value)
+
+
+def _opt_ts(value: datetime | None) -> float | None:
+    return None if value is None else _ts(value)
+
+
+@dataclass(frozen=True)
+class Kept:
+    """How a value of a pulse is kept in its column, and read back."""
+
+    dump: Callable[[Any], Any]
+    load: Callable[[Any], Any]
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _json_list(value: Sequence[str]) -> str:
+    return json.dumps(list(value))
+
+
+def _rank(priority: Priority) -> int:
+    return priority.rank
+
+
+_SAME = Kept(_same, _same)
+_TIME = Kept(_opt_ts, _opt_dt)
+_LIST = Kept(_json_list, json.loads)
+
+# The stored fields of a pulse, by their name in `Pulse` (the column is the same,
+# but `pulse_id` is `id`), and how each is kept. The insert's columns and
+# placeholders and the row mapping are derived from this declaration; a test holds
+# it to the models and to the live schema. (`lease` is the store's own column.)
+PULSE_FIELDS: dict[str, Kept] = {
+    "pulse_id": _SAME,
+    "scheduled_at": _TIME,
+    "prompt": _SAME,
+    "priority": Kept(_rank, Priority.from_rank),
+    "status": Kept(str, Status),
+    "source": _SAME,
+    "tags": _LIST,
+    "session_id": _SAME,
+    "sticky_notes": _LIST,
+    "retry_count": _SAME,
+    "max_retries": _SAME,
+    "cron": _SAME,
+    "timezone": _SAME,
+    "idempotency_key": _SAME,
+    "created_at": _TIME,
+    "updated_at": _TIME,
+    "last_error": _SAME,
+    "occurrence_at": _TIME,
+    "on_missed": Kept(str, OnMissed),
+    "expires_after": _SAME,
+    "expires_at": _TIME,
+    "deadline": _TIME,
+    "concurrency_key": _SAME,
+    "jitter": _SAME,
+    "catchup_remaining": _SAME,
+}
+
+
+def _column(name: str) -> str:
+    return "id" if name == "pulse_id" else name
+
+
 @dataclass(frozen=True)
 class NewPulse:
     """A validated pulse to insert."""
@@ -321,6 +401,19 @@ class NewPulse:
     deadline: datetime | None = None
     concurrency_key: str | None = None
     jitter: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.occurrence_at is None:
+            object.__setattr__(self, "occurrence_at", self.scheduled_at)
+
+
+# A create: the fields of NewPulse, then the ones every new pulse starts with.
+_NEW_FIELDS = tuple(f.name for f in dataclasses.fields(NewPulse))
+# Column names come from the declaration; every value is bound.
+_INSERT = (
+    f"INSERT INTO pulses ({', '.join(_NEW_FIELDS)}, status, created_at, updated_at) "  # noqa: S608
+    f"VALUES ({', '.join('?' * len(_NEW_FIELDS))}, 'pending', ?, ?) RETURNING *"
+)
 
 
 @dataclass(frozen=True)
@@ -406,52 +499,8 @@ class NextDue:
     priority: Priority
 
 
-def _ts(value: datetime) -> float:
-    if value.tzinfo is None:
-        raise ValueError("naive datetime given to the store")
-    return value.timestamp()
-
-
-def _dt(value: float) -> datetime:
-    return datetime.fromtimestamp(value, UTC)
-
-
-def _opt_dt(value: float | None) -> datetime | None:
-    return None if value is None else _dt(value)
-
-
-def _opt_ts(value: datetime | None) -> float | None:
-    return None if value is None else _ts(value)
-
-
 def _pulse(row: sqlite3.Row) -> Pulse:
-    return Pulse(
-        pulse_id=row["id"],
-        scheduled_at=_dt(row["scheduled_at"]),
-        prompt=row["prompt"],
-        priority=Priority.from_rank(row["priority"]),
-        status=Status(row["status"]),
-        source=row["source"],
-        tags=json.loads(row["tags"]),
-        session_id=row["session_id"],
-        sticky_notes=json.loads(row["sticky_notes"]),
-        retry_count=row["retry_count"],
-        max_retries=row["max_retries"],
-        cron=row["cron"],
-        timezone=row["timezone"],
-        idempotency_key=row["idempotency_key"],
-        created_at=_dt(row["created_at"]),
-        updated_at=_dt(row["updated_at"]),
-        last_error=row["last_error"],
-        occurrence_at=_dt(row["occurrence_at"]),
-        on_missed=OnMissed(row["on_missed"]),
-        expires_after=row["expires_after"],
-        expires_at=_opt_dt(row["expires_at"]),
-        deadline=_opt_dt(row["deadline"]),
-        concurrency_key=row["concurrency_key"],
-        jitter=row["jitter"],
-        catchup_remaining=row["catchup_remaining"],
-    )
+    return Pulse(**{name: kept.load(row[_column(name)]) for name, kept in PULSE_FIELDS.items()})
 
 
 def _missed(row: sqlite3.Row) -> Missed:
@@ -580,11 +629,24 @@ class Store:
         async with self._lock:
             yield self._db
 
+    async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """The rows of one read (one round trip to the connection's thread)."""
+        async with self._read() as db:
+            return list(await db.execute_fetchall(sql, params))
+
+    async def _row(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
+        """The first row of one read, or None."""
+        rows = await self._rows(sql, params)
+        return rows[0] if rows else None
+
+    async def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """The first column of the first row of one read, or None."""
+        row = await self._row(sql, params)
+        return None if row is None else row[0]
+
     async def schema_version(self) -> int:
         """The `user_version` of the open database."""
-        async with self._read() as db, db.execute("PRAGMA user_version") as cur:
-            row = await cur.fetchone()
-        return int(row[0]) if row else 0
+        return int(await self._scalar("PRAGMA user_version") or 0)
 
     async def _migrate(self, target: int) -> None:
         current = await self.schema_version()
@@ -616,9 +678,8 @@ class Store:
 
     async def integrity_check(self) -> str:
         """SQLite's own verdict on the file: 'ok' when sound."""
-        async with self._read() as db, db.execute("PRAGMA integrity_check") as cur:
-            row = await cur.fetchone()
-        return str(row[0]) if row else "no answer"
+        verdict = await self._scalar("PRAGMA integrity_check")
+        return "no answer" if verdict is None else str(verdict)
 
     # --- pulses
 
@@ -715,57 +776,26 @@ class Store:
             for row in found:
                 return _pulse(row), False
         stamp = _ts(now)
-        rows = await db.execute_fetchall(
-            """INSERT INTO pulses (scheduled_at, prompt, priority, status, source, tags,
-                session_id, sticky_notes, max_retries, cron, timezone, idempotency_key,
-                created_at, updated_at, occurrence_at, on_missed, expires_after,
-                expires_at, deadline, concurrency_key, jitter)
-            VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            RETURNING *""",
-            (
-                _ts(new.scheduled_at),
-                new.prompt,
-                new.priority.rank,
-                new.source,
-                json.dumps(list(new.tags)),
-                new.session_id,
-                json.dumps(list(new.sticky_notes)),
-                new.max_retries,
-                new.cron,
-                new.timezone,
-                new.idempotency_key,
-                stamp,
-                stamp,
-                _ts(new.occurrence_at or new.scheduled_at),
-                str(new.on_missed),
-                new.expires_after,
-                _opt_ts(new.expires_at),
-                _opt_ts(new.deadline),
-                new.concurrency_key,
-                new.jitter,
-            ),
-        )
+        values = [PULSE_FIELDS[name].dump(getattr(new, name)) for name in _NEW_FIELDS]
+        rows = await db.execute_fetchall(_INSERT, (*values, stamp, stamp))
         (row,) = rows
         return _pulse(row), True
 
     async def get(self, pulse_id: int, *, attempts: int = MAX_ATTEMPTS_SHOWN) -> Pulse:
         """The pulse with its latest `attempts` attempts, oldest first; NotFound if none."""
         async with self._read() as db:
-            async with db.execute("SELECT * FROM pulses WHERE id = ?", (pulse_id,)) as cur:
-                row = await cur.fetchone()
-            if row is None:
+            rows = await db.execute_fetchall("SELECT * FROM pulses WHERE id = ?", (pulse_id,))
+            if not rows:
                 raise NotFound(f"no pulse {pulse_id}")
-            async with db.execute(
+            attempt_rows = await db.execute_fetchall(
                 "SELECT * FROM attempts WHERE pulse_id = ? ORDER BY number DESC LIMIT ?",
                 (pulse_id, attempts),
-            ) as cur:
-                attempt_rows = await cur.fetchall()
-            async with db.execute(
+            )
+            miss_rows = await db.execute_fetchall(
                 "SELECT * FROM misses WHERE pulse_id = ? ORDER BY id DESC LIMIT ?",
                 (pulse_id, MAX_MISSES_SHOWN),
-            ) as cur:
-                miss_rows = await cur.fetchall()
-        pulse = _pulse(row)
+            )
+        pulse = _pulse(next(iter(rows)))
         pulse.attempts = [_attempt(r) for r in reversed(list(attempt_rows))]
         pulse.missed = [_missed(r) for r in reversed(list(miss_rows))]
         return pulse
@@ -778,25 +808,19 @@ class Store:
         where, params = ("WHERE status = ?", [str(status)]) if status else ("", [])
         order = "scheduled_at, id" if status in (Status.PENDING, Status.PROCESSING) else "id DESC"
         async with self._read() as db:
-            async with db.execute(
+            rows = await db.execute_fetchall(
                 f"SELECT * FROM pulses {where} ORDER BY {order} LIMIT ? OFFSET ?",  # noqa: S608
                 (*params, limit, offset),
-            ) as cur:
-                rows = await cur.fetchall()
-            async with db.execute(f"SELECT COUNT(*) FROM pulses {where}", params) as cur:  # noqa: S608
-                total_row = await cur.fetchone()
-        return [_pulse(r) for r in rows], int(total_row[0]) if total_row else 0
+            )
+            total = await db.execute_fetchall(f"SELECT COUNT(*) FROM pulses {where}", params)  # noqa: S608
+        return [_pulse(r) for r in rows], int(next(iter(total))[0])
 
     async def upcoming(self, limit: int) -> list[Pulse]:
         """Pending pulses, earliest due first."""
-        async with (
-            self._read() as db,
-            db.execute(
-                "SELECT * FROM pulses WHERE status = 'pending' ORDER BY scheduled_at, id LIMIT ?",
-                (limit,),
-            ) as cur,
-        ):
-            rows = await cur.fetchall()
+        rows = await self._rows(
+            "SELECT * FROM pulses WHERE status = 'pending' ORDER BY scheduled_at, id LIMIT ?",
+            (limit,),
+        )
         return [_pulse(r) for r in rows]
 
     async def _change_pending(
@@ -843,41 +867,30 @@ class Store:
         if keys:
             marks = ", ".join("?" * len(keys))
             where = f" AND COALESCE(concurrency_key, ?) NOT IN ({marks})"
-        async with (
-            self._read() as db,
-            db.execute(
-                "SELECT id, scheduled_at, priority FROM pulses WHERE status = 'pending'"  # noqa: S608
-                f"{where} ORDER BY scheduled_at LIMIT 1",
-                [default_key, *keys] if keys else [],
-            ) as cur,
-        ):
-            row = await cur.fetchone()
+        row = await self._row(
+            "SELECT id, scheduled_at, priority FROM pulses WHERE status = 'pending'"  # noqa: S608
+            f"{where} ORDER BY scheduled_at LIMIT 1",
+            [default_key, *keys] if keys else [],
+        )
         if row is None:
             return None
         return NextDue(row["id"], _dt(row["scheduled_at"]), Priority.from_rank(row["priority"]))
 
     async def next_deadline(self) -> datetime | None:
         """The earliest deadline of a pending pulse (it expires then if not started)."""
-        async with (
-            self._read() as db,
-            db.execute(
+        return _opt_dt(
+            await self._scalar(
                 "SELECT MIN(deadline) FROM pulses WHERE status = 'pending' AND deadline IS NOT NULL"
-            ) as cur,
-        ):
-            row = await cur.fetchone()
-        return None if row is None or row[0] is None else _dt(row[0])
+            )
+        )
 
     async def due_until(self, until: datetime) -> list[Pulse]:
         """Pending and running pulses due at or before `until`, earliest first."""
-        async with (
-            self._read() as db,
-            db.execute(
-                "SELECT * FROM pulses WHERE status IN ('pending', 'processing') "
-                "AND scheduled_at <= ? ORDER BY scheduled_at, id",
-                (_ts(until),),
-            ) as cur,
-        ):
-            rows = await cur.fetchall()
+        rows = await self._rows(
+            "SELECT * FROM pulses WHERE status IN ('pending', 'processing') "
+            "AND scheduled_at <= ? ORDER BY scheduled_at, id",
+            (_ts(until),),
+        )
         return [_pulse(r) for r in rows]
 
     async def history(
@@ -886,60 +899,47 @@ class Store:
         """The latest `limit` attempts started since `since`, newest first, each with
         its pulse; and (start, failed, cost) of every attempt since then."""
         async with self._read() as db:
-            async with db.execute(
-                "SELECT a.*, p.id AS p_id FROM attempts a JOIN pulses p ON p.id = a.pulse_id "
-                "WHERE a.started_at >= ? ORDER BY a.started_at DESC, a.id DESC LIMIT ?",
-                (_ts(since), limit),
-            ) as cur:
-                rows = await cur.fetchall()
+            rows = list(
+                await db.execute_fetchall(
+                    "SELECT * FROM attempts WHERE started_at >= ? "
+                    "ORDER BY started_at DESC, id DESC LIMIT ?",
+                    (_ts(since), limit),
+                )
+            )
             ids = sorted({r["pulse_id"] for r in rows})
             pulses: dict[int, Pulse] = {}
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
                 marks = ",".join("?" * len(chunk))
-                async with db.execute(
+                for row in await db.execute_fetchall(
                     f"SELECT * FROM pulses WHERE id IN ({marks})",  # noqa: S608 - placeholders
                     chunk,
-                ) as cur:
-                    for row in await cur.fetchall():
-                        pulses[row["id"]] = _pulse(row)
-            async with db.execute(
+                ):
+                    pulses[row["id"]] = _pulse(row)
+            totals = await db.execute_fetchall(
                 "SELECT started_at, is_error, cost_usd FROM attempts "
                 "WHERE started_at >= ? AND finished_at IS NOT NULL",
                 (_ts(since),),
-            ) as cur:
-                every = [(_dt(r[0]), bool(r[1]), r[2]) for r in await cur.fetchall()]
+            )
+        every = [(_dt(r[0]), bool(r[1]), r[2]) for r in totals]
         return [(_attempt(r), pulses[r["pulse_id"]]) for r in rows], every
 
     async def pending_times(self, source: str) -> list[datetime]:
         """Due times of the pending pulses of `source`, earliest first (for pacing)."""
-        async with (
-            self._read() as db,
-            db.execute(
-                "SELECT scheduled_at FROM pulses WHERE status = 'pending' AND source = ? "
-                "ORDER BY scheduled_at",
-                (source,),
-            ) as cur,
-        ):
-            rows = await cur.fetchall()
+        rows = await self._rows(
+            "SELECT scheduled_at FROM pulses WHERE status = 'pending' AND source = ? "
+            "ORDER BY scheduled_at",
+            (source,),
+        )
         return [_dt(r[0]) for r in rows]
 
     async def count_pending(self) -> int:
         """How many pulses are pending (an indexed count, cheap at any history size)."""
-        async with (
-            self._read() as db,
-            db.execute("SELECT COUNT(*) FROM pulses WHERE status = 'pending'") as cur,
-        ):
-            row = await cur.fetchone()
-        return int(row[0]) if row else 0
+        return int(await self._scalar("SELECT COUNT(*) FROM pulses WHERE status = 'pending'"))
 
     async def counts(self) -> dict[Status, int]:
         """How many pulses are in each status (every status present, zeros included)."""
-        async with (
-            self._read() as db,
-            db.execute("SELECT status, COUNT(*) FROM pulses GROUP BY status") as cur,
-        ):
-            rows = await cur.fetchall()
+        rows = await self._rows("SELECT status, COUNT(*) FROM pulses GROUP BY status")
         counts = dict.fromkeys(Status, 0)
         counts.update({Status(r[0]): int(r[1]) for r in rows})
         return counts
@@ -1183,30 +1183,23 @@ class Store:
     async def running(self) -> list[Running]:
         """Attempts without an end (after a crash: the ones to recover)."""
         async with self._read() as db:
-            async with db.execute(
+            attempt_rows = await db.execute_fetchall(
                 "SELECT * FROM attempts WHERE finished_at IS NULL ORDER BY id"
-            ) as cur:
-                attempt_rows = await cur.fetchall()
+            )
             found: list[Running] = []
             for arow in attempt_rows:
-                async with db.execute(
+                for prow in await db.execute_fetchall(
                     "SELECT * FROM pulses WHERE id = ?", (arow["pulse_id"],)
-                ) as cur:
-                    prow = await cur.fetchone()
-                if prow is not None:
+                ):
                     found.append(Running(_pulse(prow), _attempt(arow)))
         return found
 
     async def orphaned_processing(self) -> list[Pulse]:
         """Pulses in `processing` with no open attempt (should not exist; repaired at start)."""
-        async with (
-            self._read() as db,
-            db.execute(
-                "SELECT * FROM pulses WHERE status = 'processing' AND NOT EXISTS "
-                "(SELECT 1 FROM attempts a WHERE a.pulse_id = pulses.id AND a.finished_at IS NULL)"
-            ) as cur,
-        ):
-            rows = await cur.fetchall()
+        rows = await self._rows(
+            "SELECT * FROM pulses WHERE status = 'processing' AND NOT EXISTS "
+            "(SELECT 1 FROM attempts a WHERE a.pulse_id = pulses.id AND a.finished_at IS NULL)"
+        )
         return [_pulse(r) for r in rows]
 
     async def requeue(self, pulse_id: int, *, now: datetime, error: str) -> None:
