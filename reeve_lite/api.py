@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import functools
 import hmac
-import itertools
 import json
 import logging
 import re
@@ -23,16 +22,14 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
-from zoneinfo import ZoneInfo
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from reeve_lite import __version__
-from reeve_lite.agent import compose_prompt
 from reeve_lite.config import Settings, settings_text
 from reeve_lite.models import (
     AgendaEntry,
@@ -55,29 +52,30 @@ from reeve_lite.models import (
     StatusOut,
     dump,
 )
-from reeve_lite.policy import deadline_for, deadline_of, jittered, paced_time
+from reeve_lite.planning import (
+    PlanError,
+    TooLarge,
+    TooMany,
+    is_self,
+    plan,
+    plan_move,
+    when_of,
+)
 from reeve_lite.recurrence import (
     RecurrenceError,
     load_zone,
-    next_occurrence,
     next_occurrences,
     occurrences_between,
-    validate_cron,
 )
 from reeve_lite.scheduler import Scheduler
-from reeve_lite.store import MAX_ATTEMPTS_SHOWN, NewPulse, NotFound, NotPending, Store
+from reeve_lite.store import MAX_ATTEMPTS_SHOWN, NotFound, NotPending, Store
 from reeve_lite.telegram import BotApi, Link, TelegramError
 from reeve_lite.timeparse import (
     TimeParseError,
-    format_duration,
     parse_duration,
-    parse_recurrence,
-    parse_when,
 )
 
 log = logging.getLogger(__name__)
-# The agent scheduling itself (through MCP): held to the pacing bounds.
-SELF_SOURCE = "reeve"
 
 
 class ApiError(Exception):
@@ -219,35 +217,6 @@ def _pulse_id(request: web.Request) -> int:
     return _int_param(request, "pulse_id", default=None, low=1, high=MAX_ID)
 
 
-# How far in the past a time may be and still mean "now": the clocks of a client
-# and the daemon may differ a little, and a request takes its time.
-PAST_TOLERANCE = 60.0
-
-
-def _when(
-    text: str, ctx: Context, zone_name: str | None, field_name: str, *, future: bool = True
-) -> Any:
-    """The instant `text` names; with `future`, one in the past (beyond the clock
-    skew tolerance) is refused, saying how far back it is and what to use instead."""
-    zone = ctx.settings.zone if zone_name is None else load_zone(zone_name)
-    now = ctx.scheduler.clock()
-    try:
-        when = parse_when(text, now=now, tz=zone)
-    except TimeParseError as exc:
-        raise ApiError(422, "invalid_time", str(exc), field_name) from None
-    late = (now - when).total_seconds()
-    if future and late > PAST_TOLERANCE:
-        raise ApiError(
-            422,
-            "invalid_time",
-            f"{field_name} {text!r} is {format_duration(late)} in the past "
-            f'({when:%Y-%m-%d %H:%M:%S}Z); use "now" to run it at once, or a time to come '
-            '("in 10 minutes", "tomorrow at 9am")',
-            field_name,
-        )
-    return when
-
-
 # --- handlers
 
 
@@ -288,15 +257,7 @@ async def status(_request: web.Request, ctx: Context) -> web.Response:
     )
 
 
-MAX_JITTER = 12 * 3600.0
 FIRE_TIMES_SHOWN = 3
-
-
-def _duration(text: str, field_name: str) -> float:
-    try:
-        return parse_duration(text)
-    except TimeParseError as exc:
-        raise ApiError(422, "invalid_field", f"{field_name}: {exc}", field_name) from None
 
 
 def with_fire_times(pulse: Pulse) -> Pulse:
@@ -312,165 +273,13 @@ def with_fire_times(pulse: Pulse) -> Pulse:
     return pulse
 
 
-def _self_bounds(ctx: Context, source: str, when: datetime, now: datetime, field_name: str) -> None:
-    """The agent scheduling itself (source reeve) may not wake itself too soon."""
-    if source != SELF_SOURCE:
-        return
-    least = ctx.settings.self_min_delay
-    ahead = (when - now).total_seconds()
-    # A little slack: 'in 1 minute' parsed a moment ago is not too soon.
-    if ahead < least - 1:
-        raise ApiError(
-            422,
-            "pacing",
-            f"a pulse you schedule for yourself must be due at least "
-            f"{format_duration(least)} from now (self_min_delay); this one is due in "
-            f"{format_duration(max(ahead, 0))}. Choose a later time, or give pace_min "
-            "and pace_max and let the daemon pick",
-            field_name,
-        )
-
-
 async def trigger(request: web.Request, ctx: Context) -> web.Response:
     """Create a pulse."""
     body: PulseCreate = await _body(request, PulseCreate, ctx)
-    s = ctx.settings
-    limit = s.max_prompt_bytes
-    if len(body.prompt.encode()) > limit:
-        raise ApiError(413, "too_large", f"prompt over {limit} bytes", "prompt")
-    # What the agent receives (prompt and reminders) is one argv string.
-    if len(compose_prompt(body.prompt, body.sticky_notes).encode()) > limit:
-        raise ApiError(
-            413, "too_large", f"prompt with its sticky notes over {limit} bytes", "sticky_notes"
-        )
-    given = set(body.model_fields_set)
-    # A recurrence in words ("every weekday at 8") in cron, or as scheduled_at: its
-    # cron expression, which the answer's `cron` echoes.
-    cron_text = body.cron
-    try:
-        if cron_text is not None:
-            cron_text = parse_recurrence(cron_text) or cron_text
-        elif body.scheduled_at is not None and "scheduled_at" in given:
-            words = parse_recurrence(body.scheduled_at)
-            if words is not None:
-                cron_text = words
-                given.discard("scheduled_at")
-    except TimeParseError as exc:
-        field_name = "cron" if body.cron is not None else "scheduled_at"
-        raise ApiError(422, "invalid_time", str(exc), field_name) from None
-    try:
-        zone_name = None if body.timezone is None else load_zone(body.timezone).key
-        cron = None if cron_text is None else validate_cron(cron_text)
-    except RecurrenceError as exc:
-        raise ApiError(422, "invalid_field", str(exc), exc.field) from None
-    if body.expires_after is None:
-        expires_after = s.default_expires_after.get(body.source)
-    elif body.expires_after.strip().lower() == "never":
-        expires_after = None
-    else:
-        expires_after = _duration(body.expires_after, "expires_after")
-        if expires_after <= 0:
-            raise ApiError(
-                422, "invalid_field", "expires_after must be more than 0", "expires_after"
-            )
-    jitter = 0.0
-    if body.jitter is not None:
-        if cron is None:
-            raise ApiError(
-                422, "invalid_field", "jitter applies to recurring pulses: give cron too", "jitter"
-            )
-        jitter = _duration(body.jitter, "jitter")
-        if jitter > MAX_JITTER:
-            raise ApiError(
-                422, "invalid_field", f"jitter is at most {format_duration(MAX_JITTER)}", "jitter"
-            )
-    paced = body.pace_min is not None or body.pace_max is not None
-    if paced and ("scheduled_at" in given or cron is not None):
-        raise ApiError(
-            422,
-            "invalid_field",
-            "give either scheduled_at (or cron) or pace_min/pace_max, not both",
-            "pace_min",
-        )
-
     now = ctx.scheduler.clock()
-    zone = s.zone if zone_name is None else load_zone(zone_name)
     # The agent's own pending pulses: for spacing a paced one and for the count bound.
-    own = await ctx.store.pending_times(SELF_SOURCE) if body.source == SELF_SOURCE else []
-    occurrence: datetime | None = None
-    if paced:
-        low = 0.0 if body.pace_min is None else _duration(body.pace_min, "pace_min")
-        high = low if body.pace_max is None else _duration(body.pace_max, "pace_max")
-        if high < low:
-            raise ApiError(422, "invalid_field", "pace_max is less than pace_min", "pace_max")
-        spacing = 0.0
-        if body.source == SELF_SOURCE:
-            # Clamped to the bounds rather than refused: the daemon picks the time.
-            spacing = s.self_min_delay
-            low, high = max(low, spacing), max(high, spacing)
-        when = paced_time(now, low, high, own, spacing)
-    elif cron is not None:
-        # WHEN with cron means "not before": the first run is the first occurrence
-        # at or after it, so every run stays on the grid. The agent's own pulses
-        # keep the self-pacing delay on their first run too.
-        start = now
-        if "scheduled_at" in given:
-            start = max(start, _when(body.scheduled_at, ctx, zone_name, "scheduled_at"))
-        if body.source == SELF_SOURCE:
-            start = max(start, now + timedelta(seconds=s.self_min_delay))
-        occurrence = next_occurrence(cron, zone, start - timedelta(microseconds=1))
-        when = jittered(occurrence, jitter)
-    else:
-        when = _when(body.scheduled_at, ctx, zone_name, "scheduled_at")
-    if cron is not None and zone_name is None:
-        zone_name = s.timezone
-    expires_at = None
-    if body.expires_at is not None:
-        expires_at = _when(body.expires_at, ctx, zone_name, "expires_at")
-        if expires_at < when:
-            raise ApiError(
-                422,
-                "invalid_field",
-                f"expires_at ({expires_at:%Y-%m-%d %H:%M:%S}Z) is before the pulse is due "
-                f"({when:%Y-%m-%d %H:%M:%S}Z): it could never run",
-                "expires_at",
-            )
-    if body.source == SELF_SOURCE:
-        if cron is not None:
-            # The interval is what paces a recurring pulse; its first fire may be near.
-            _self_cron_bounds(ctx, cron, zone, now)
-        elif not paced:
-            _self_bounds(ctx, body.source, when, now, "scheduled_at")
-        pending = len(own)
-        if pending >= s.self_max_pending:
-            raise ApiError(
-                429,
-                "pacing",
-                f"you already have {pending} pending pulses scheduled for yourself, the most "
-                f"allowed (self_max_pending={s.self_max_pending}); cancel one you no longer "
-                "need, or fold this into one of them",
-            )
-    occurrence = occurrence or when
-    new = NewPulse(
-        prompt=body.prompt,
-        scheduled_at=when,
-        priority=body.priority,
-        source=body.source,
-        tags=body.tags,
-        session_id=body.session_id,
-        sticky_notes=body.sticky_notes,
-        max_retries=s.max_retries if body.max_retries is None else body.max_retries,
-        cron=cron,
-        timezone=zone_name,
-        idempotency_key=body.idempotency_key,
-        occurrence_at=occurrence,
-        on_missed=body.on_missed,
-        expires_after=expires_after,
-        expires_at=expires_at,
-        deadline=deadline_for(occurrence, expires_after, expires_at),
-        concurrency_key=body.concurrency_key,
-        jitter=jitter,
-    )
+    own = await ctx.store.pending_times(body.source) if is_self(body.source) else []
+    new = plan(body, settings=ctx.settings, now=now, own=own)
     pulse, created = await ctx.store.create(new, now=now)
     if created:
         soonest = (
@@ -490,20 +299,6 @@ async def trigger(request: web.Request, ctx: Context) -> web.Response:
     if not created:
         response.headers["Idempotent-Replayed"] = "true"
     return response
-
-
-def _self_cron_bounds(ctx: Context, cron: str, zone: ZoneInfo, now: datetime) -> None:
-    least = ctx.settings.self_min_delay
-    times = next_occurrences(cron, zone, now, 6)
-    gap = min((b - a).total_seconds() for a, b in itertools.pairwise(times))
-    if gap < least:
-        raise ApiError(
-            422,
-            "pacing",
-            f"cron {cron!r} fires every {format_duration(gap)}, more often than a pulse you "
-            f"schedule for yourself may (self_min_delay={format_duration(least)})",
-            "cron",
-        )
 
 
 async def upcoming(request: web.Request, ctx: Context) -> web.Response:
@@ -551,18 +346,8 @@ async def reschedule(request: web.Request, ctx: Context) -> web.Response:
     pulse_id = _pulse_id(request)
     body: Reschedule = await _body(request, Reschedule, ctx)
     current = await ctx.store.get(pulse_id, attempts=0)
-    when = _when(body.scheduled_at, ctx, current.timezone, "scheduled_at")
     now = ctx.scheduler.clock()
-    _self_bounds(ctx, current.source, when, now, "scheduled_at")
-    if current.expires_at is not None and when > current.expires_at:
-        raise ApiError(
-            422,
-            "invalid_field",
-            f"the pulse expires at {current.expires_at:%Y-%m-%d %H:%M:%S}Z, before "
-            f"{when:%Y-%m-%d %H:%M:%S}Z: it could never run",
-            "scheduled_at",
-        )
-    deadline = deadline_of(current, when)
+    when, deadline = plan_move(current, body.scheduled_at, settings=ctx.settings, now=now)
     pulse = await ctx.store.reschedule(pulse_id, when, deadline=deadline, now=now)
     ctx.scheduler.wake()
     log.info("pulse=%d rescheduled to %s", pulse.pulse_id, pulse.scheduled_at.isoformat())
@@ -681,7 +466,7 @@ async def history(request: web.Request, ctx: Context) -> web.Response:
     try:
         since = now - timedelta(seconds=parse_duration(raw))
     except TimeParseError:
-        since = _when(raw, ctx, None, "since", future=False)
+        since = when_of(raw, now=now, zone=ctx.settings.zone, field="since", future=False)
     limit = _int_param(request, "limit", default=50, low=1, high=1000)
     rows, every = await ctx.store.history(since, limit)
     zone = ctx.settings.zone
@@ -993,6 +778,10 @@ def _database_error(exc: sqlite3.Error) -> ApiError:
     return ApiError(503, "database_error", "the database cannot answer; see the daemon's log")
 
 
+# The HTTP status of the planner's refusals (the others are 422).
+_PLAN_STATUS: dict[type[PlanError], int] = {TooLarge: 413, TooMany: 429}
+
+
 @web.middleware
 async def _errors(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -1008,6 +797,9 @@ async def _errors(
         return error_response(ApiError(404, "not_found", str(exc), "pulse_id"))
     except NotPending as exc:
         return error_response(ApiError(409, "not_pending", str(exc), "pulse_id"))
+    except PlanError as exc:
+        status = _PLAN_STATUS.get(type(exc), 422)
+        return error_response(ApiError(status, exc.code, exc.message, exc.field))
     except RecurrenceError as exc:
         return error_response(ApiError(422, "invalid_field", str(exc), exc.field))
     except sqlite3.Error as exc:

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from reeve_lite.config import SOURCE_PATTERN
+from reeve_lite.sources import API, SOURCE_PATTERN
 
 
 class Priority(enum.StrEnum):
@@ -103,7 +103,7 @@ class PulseCreate(_Strict):
         "'at 17:30', or ISO 8601 (without an offset it is in the daemon's time zone).",
     )
     priority: Priority = Field(default=Priority.HIGH)
-    source: str = Field(default="api", pattern=SOURCE_PATTERN, description="Who created it.")
+    source: str = Field(default=API, pattern=SOURCE_PATTERN, description="Who created it.")
     tags: list[Tag] = Field(default_factory=list, max_length=32)
     session_id: str | None = Field(
         default=None, pattern=SESSION_PATTERN, description="Agent session to resume."
