@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from reeve_lite.config import Settings, load_settings
-from reeve_lite.models import Pulse, PulseCreate, Status
+from reeve_lite.models import Priority, Pulse, PulseCreate, Status
 from reeve_lite.planning import MAX_JITTER, PlanError, TooLarge, TooMany, plan, plan_move
 
 # A Monday, 10:00:30 UTC.
@@ -158,7 +158,7 @@ def test_a_move_past_the_pulses_end_is_refused(settings: Settings) -> None:
         pulse_id=1,
         scheduled_at=NOW + timedelta(hours=1),
         prompt="p",
-        priority="normal",
+        priority=Priority.NORMAL,
         status=Status.PENDING,
         source="api",
         tags=[],
