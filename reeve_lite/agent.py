@@ -149,6 +149,17 @@ def mcp_config(
     return json.dumps({"mcpServers": {MCP_SERVER: server}}, separators=(",", ":"))
 
 
+@dataclass(frozen=True)
+class Brief:
+    """What the agent is told for one attempt: the whole text it gets (notes
+    included), the session to resume, and the texts that must never show in a
+    report (the pulse's own prompt and notes, when the text is a retry's note)."""
+
+    prompt: str
+    session_id: str | None = None
+    private: Sequence[str] = ()
+
+
 def compose_prompt(prompt: str, sticky_notes: Sequence[str]) -> str:
     """The prompt handed to the agent: the pulse's prompt, then its reminders."""
     if not sticky_notes:

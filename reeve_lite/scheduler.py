@@ -23,11 +23,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from reeve_lite.agent import StreamState, compose_prompt, retry_prompt
+from reeve_lite.agent import Brief, StreamState, compose_prompt, retry_prompt
 from reeve_lite.config import Settings
 from reeve_lite.executor import Executor, RunReport
 from reeve_lite.models import Pulse, Status
 from reeve_lite.policy import After, Policy, Review, after_failure, after_success, review
+from reeve_lite.runners import AttemptRef
 from reeve_lite.store import DEFAULT_KEY, Claim, Outcome, Store
 from reeve_lite.walltimer import WallTimer
 
@@ -75,8 +76,8 @@ class Run:
     stream: StreamState = field(default_factory=StreamState)
 
 
-def what_to_send(claim: Claim) -> tuple[str, str | None]:
-    """The prompt and the session to resume for a claimed attempt.
+def what_to_send(claim: Claim) -> Brief:
+    """What the agent is told for a claimed attempt: the prompt and the session to resume.
 
     A retry whose previous attempt started a session (the task is in that
     conversation already) resumes it with a short note on how that attempt
@@ -84,9 +85,10 @@ def what_to_send(claim: Claim) -> tuple[str, str | None]:
     sends the pulse's prompt and notes, resuming the pulse's own session if it
     has one."""
     pulse, previous = claim.pulse, claim.previous
+    private = (pulse.prompt, *pulse.sticky_notes)
     if previous is not None and previous.session_id and previous.session_id == pulse.session_id:
-        return retry_prompt(claim.number, previous.error), previous.session_id
-    return compose_prompt(pulse.prompt, pulse.sticky_notes), pulse.session_id
+        return Brief(retry_prompt(claim.number, previous.error), previous.session_id, private)
+    return Brief(compose_prompt(pulse.prompt, pulse.sticky_notes), pulse.session_id, private)
 
 
 class Scheduler:
@@ -180,10 +182,7 @@ class Scheduler:
             # Without a pid, the agent may still have been spawned just before the
             # stop: it is looked for by its attempt id.
             stopped = await self.executor.stop_orphan(
-                pulse_id=running.pulse.pulse_id,
-                number=attempt.number,
-                attempt_id=attempt.attempt_id,
-                pid=attempt.pid,
+                AttemptRef(running.pulse.pulse_id, attempt.attempt_id, attempt.number, attempt.pid)
             )
             state = after_failure(running.pulse, now, delay=0, policy=self.policy)
             if attempt.pid is None and not stopped:
@@ -328,18 +327,13 @@ class Scheduler:
                 if blocked is not None:
                     report = _not_started(blocked)
                 else:
-                    prompt, session = what_to_send(claim)
                     report = await self.executor.run(
+                        AttemptRef(pulse.pulse_id, claim.attempt_id, claim.number),
+                        what_to_send(claim),
                         delay=(pulse.scheduled_at - self.clock()).total_seconds(),
-                        pulse_id=pulse.pulse_id,
-                        attempt_id=claim.attempt_id,
-                        number=claim.number,
-                        prompt=prompt,
-                        session_id=session,
                         stop=self._stop_runs,
                         on_spawn=spawned,
                         stream=run.stream,
-                        private=(pulse.prompt, *pulse.sticky_notes),
                     )
             except Exception as exc:
                 log.exception("pulse=%d attempt=%d: the run failed", pulse.pulse_id, claim.number)
@@ -357,14 +351,9 @@ class Scheduler:
             return None
         alive = []
         for orphan in claim.orphans:
-            ident = {
-                "pulse_id": claim.pulse.pulse_id,
-                "number": orphan.number,
-                "attempt_id": orphan.attempt_id,
-                "pid": orphan.pid,
-            }
-            if await self.executor.orphan_running(**ident):  # type: ignore[arg-type]
-                await self.executor.stop_orphan(**ident)  # type: ignore[arg-type]
+            ref = AttemptRef(claim.pulse.pulse_id, orphan.attempt_id, orphan.number, orphan.pid)
+            if await self.executor.orphan_running(ref):
+                await self.executor.stop_orphan(ref)
                 alive.append(orphan.number)
         if alive:
             numbers = ", ".join(map(str, alive))

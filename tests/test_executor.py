@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from reeve_lite.agent import StreamState, compose_prompt
+from reeve_lite.agent import Brief, StreamState, compose_prompt
 from reeve_lite.config import Settings
-from reeve_lite.executor import (
-    Executor,
+from reeve_lite.executor import Executor, RunReport
+from reeve_lite.runners import (
+    AttemptRef,
     Manager,
-    RunReport,
     escape_for_unit,
     scope_argv,
     service_argv,
@@ -110,11 +110,8 @@ async def run(
 
     executor = Executor(settings, env=env)
     return await executor.run(
-        pulse_id=7,
-        attempt_id=70,
-        number=1,
-        prompt=prompt,
-        session_id=session,
+        AttemptRef(pulse_id=7, attempt_id=70, number=1),
+        Brief(prompt, session),
         stop=stop or asyncio.Event(),
         on_spawn=on_spawn or ignore,
         delay=delay,
@@ -484,14 +481,14 @@ async def test_an_orphan_without_a_recorded_pid_is_found_by_its_attempt(
     )
     try:
         executor = Executor(settings, env=agent_env)
-        ident = {"pulse_id": 7, "number": 1, "pid": None}
+        mine, other = AttemptRef(7, 4711, 1), AttemptRef(7, 4712, 1)
         for environ in (Path(f"/proc/{p.pid}/environ") for p in (ours, theirs)):
             wait_for(environ.read_bytes, 5, "the environment")
-        assert await executor.orphan_running(attempt_id=4711, **ident)  # type: ignore[arg-type]
-        assert not await executor.orphan_running(attempt_id=4712, **ident)  # type: ignore[arg-type]
-        assert await executor.stop_orphan(attempt_id=4711, **ident)  # type: ignore[arg-type]
+        assert await executor.orphan_running(mine)
+        assert not await executor.orphan_running(other)
+        assert await executor.stop_orphan(mine)
         assert ours.wait(timeout=5) == -9
-        assert not await executor.orphan_running(attempt_id=4711, **ident)  # type: ignore[arg-type]
+        assert not await executor.orphan_running(mine)
         assert theirs.poll() is None, "another daemon's agent was killed"
     finally:
         for proc in (ours, theirs):
@@ -543,11 +540,8 @@ async def test_api_retries_show_while_the_run_waits(
 
     executor = Executor(settings_for(tmp_path, fake_agent), env=agent_env)
     report = await executor.run(
-        pulse_id=7,
-        attempt_id=70,
-        number=1,
-        prompt="[api-retry 3] go",
-        session_id=None,
+        AttemptRef(7, 70, 1),
+        Brief("[api-retry 3] go"),
         stop=asyncio.Event(),
         on_spawn=watch,
         stream=stream,

@@ -16,6 +16,7 @@ from reeve_lite.config import Settings, load_settings
 from reeve_lite.executor import Executor
 from reeve_lite.models import Pulse, Status
 from reeve_lite.policy import After
+from reeve_lite.runners import AttemptRef
 from reeve_lite.scheduler import Scheduler, retry_delay
 from reeve_lite.store import NewPulse, Outcome, Store
 from tests.conftest import FakeAgent
@@ -194,7 +195,7 @@ async def test_a_refused_start_record_does_not_stop_the_run(
 async def test_a_run_that_raises_becomes_a_failed_attempt(
     loop: Loop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def broken(**kwargs):  # type: ignore[no-untyped-def]
+    async def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise RuntimeError("unexpected")
 
     monkeypatch.setattr(loop.scheduler.executor, "run", broken)
@@ -261,14 +262,12 @@ async def test_a_pulse_never_starts_while_an_earlier_attempt_may_still_run(
     checked: list[tuple[int, int | None]] = []
     stopped: list[int | None] = []
 
-    async def orphan_running(
-        *, pulse_id: int, number: int, attempt_id: int, pid: int | None
-    ) -> bool:
-        checked.append((number, pid))
-        return pid in alive
+    async def orphan_running(ref: AttemptRef) -> bool:
+        checked.append((ref.number, ref.pid))
+        return ref.pid in alive
 
-    async def stop_orphan(*, pulse_id: int, number: int, attempt_id: int, pid: int | None) -> bool:
-        stopped.append(pid)
+    async def stop_orphan(ref: AttemptRef) -> bool:
+        stopped.append(ref.pid)
         return True
 
     monkeypatch.setattr(loop.scheduler.executor, "orphan_running", orphan_running)

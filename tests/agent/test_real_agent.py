@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from reeve_lite.executor import processes_of_attempt
+from reeve_lite.processes import processes_of_attempt
 from tests.agent.clis import CLAUDE_VERSION, HAPI_VERSION, Clis
 from tests.agent.conftest import Hub, agent_settings
 from tests.conftest import Daemon, wait_for
