@@ -1,8 +1,9 @@
 """Settings: one table, read from `REEVE_LITE_<NAME>` variables and `serve` flags.
 
-Every setting is declared once in `SETTINGS` with its parser, default and
-help; the environment, the command line and the README's table all come from
-it. Secrets (the API token) are read, in order, from `--token-file`, the
+Every setting is declared once, as a field of `Settings` with its parser,
+default, help, flag and marks; `SETTINGS` (the rows the environment, the
+command line and the README's table come from) and `RESTART_ONLY` are read off
+those fields. Secrets (the API token) are read, in order, from `--token-file`, the
 systemd credential `api-token` in `$CREDENTIALS_DIRECTORY`, then
 `REEVE_LITE_API_TOKEN`, and never shown by `repr`.
 """
@@ -14,10 +15,10 @@ import os
 import re
 import shlex
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar, cast
 from zoneinfo import ZoneInfo
 
 from reeve_lite.timeparse import TimeParseError, parse_duration
@@ -28,64 +29,11 @@ AGENT_PROFILES = ("auto", "hapi", "claude", "command")
 # Who created a pulse ("api", "cli", "telegram", "reeve" for the agent itself ...).
 # Here rather than in models so that the CLI starts without importing pydantic.
 SOURCE_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
+T = TypeVar("T")
 
 
 class ConfigError(ValueError):
     """A setting with an unknown name or an invalid value; str() names the variable."""
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Every setting of the daemon and its clients, already validated."""
-
-    config: Path
-    db: Path
-    socket: Path
-    listen: tuple[str, int] | None
-    url: str | None
-    api_token: str | None = field(repr=False)
-    token_file: Path | None
-    socket_mode: int
-    socket_require_token: bool
-    agent: str
-    agent_command: tuple[str, ...]
-    agent_mcp: bool
-    desk: Path
-    max_concurrent: int
-    timezone: str
-    agent_timeout: float
-    retry_base: float
-    retry_max: float
-    max_retries: int
-    shutdown_grace: float
-    executor: str
-    scope_memory_max: str
-    scope_cpu_quota: str
-    scope_tasks_max: int
-    max_prompt_bytes: int
-    max_body_bytes: int
-    output_tail_bytes: int
-    max_sleep: float
-    idle_exit: float
-    log_level: str
-    telegram_token: str | None = field(repr=False)
-    telegram_chat_ids: tuple[int, ...]
-    telegram_api_url: str
-    session_url: str | None
-    telegram_priority: str
-    missed_grace: float
-    catchup_max: int
-    catchup_spacing: float
-    default_expires_after: Mapping[str, float]
-    self_min_delay: float
-    self_max_pending: int
-    # The settings given by a flag, the environment or the file (not defaults).
-    explicit: frozenset[str] = field(default=frozenset(), compare=False)
-
-    @property
-    def zone(self) -> ZoneInfo:
-        """The local time zone for wall-clock times and cron defaults."""
-        return ZoneInfo(self.timezone)
 
 
 # --- parsers: each takes the raw string and returns the value or raises ValueError
@@ -310,9 +258,263 @@ def local_zone_name(env: Mapping[str, str]) -> str:
     return "UTC"
 
 
+def _const(value: str) -> Callable[[Mapping[str, str]], str]:
+    return lambda _env: value
+
+
+def _setting(
+    parse: Callable[[str], T],
+    default: Callable[[Mapping[str, str]], str],
+    help: str,
+    *,
+    flag: str | None = None,
+    secret: bool = False,
+    restart_only: bool = False,
+) -> T:
+    """Declare a field of `Settings` as a setting: `default` gives the raw text used
+    when nothing sets it; a secret is left out of repr; a restart-only setting keeps
+    its value on a reload (it is bound to what was opened at start).
+
+    Typed as the parser's result so that mypy checks it against the field's type.
+    """
+    declared = field(
+        repr=not secret,
+        metadata={
+            "parse": parse,
+            "default": default,
+            "help": help,
+            "flag": flag,
+            "secret": secret,
+            "restart_only": restart_only,
+        },
+    )
+    return cast(T, declared)
+
+
+# _setting returns a dataclasses.field (ruff knows only field() itself as one).
+# ruff: noqa: RUF009
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of the daemon and its clients, already validated.
+
+    Each field but `explicit` declares one setting; their order is that of the
+    command line's flags, the configuration template and `reeve-lite config`.
+    """
+
+    config: Path = _setting(
+        _path,
+        lambda env: str(config_file(env)),
+        "Configuration file of REEVE_LITE_NAME=value lines (the environment wins; "
+        "re-read on SIGHUP)",
+        flag="--config",
+        restart_only=True,
+    )
+    db: Path = _setting(
+        _path,
+        lambda env: str(state_dir(env) / "reeve-lite.db"),
+        "SQLite database file (created on first start)",
+        flag="--db",
+        restart_only=True,
+    )
+    socket: Path = _setting(
+        _path,
+        lambda env: str(runtime_dir(env) / "api.sock"),
+        "Unix socket of the REST API (daemon binds it; clients connect to it)",
+        flag="--socket",
+        restart_only=True,
+    )
+    listen: tuple[str, int] | None = _setting(
+        _listen,
+        _const(""),
+        "Also serve the API on TCP HOST:PORT (needs an API token); empty: off",
+        flag="--listen",
+        restart_only=True,
+    )
+    url: str | None = _setting(
+        _url,
+        _const(""),
+        "Clients: talk to this http(s) URL instead of the Unix socket",
+        restart_only=True,
+    )
+    api_token: str | None = _setting(
+        _optional_text,
+        _const(""),
+        "Bearer token for the API (prefer the credential `api-token` or a token file)",
+        secret=True,
+    )
+    token_file: Path | None = _setting(
+        _optional_path,
+        _const(""),
+        "File holding the API token",
+        flag="--token-file",
+    )
+    socket_mode: int = _setting(
+        _mode, _const("0600"), "File mode of the Unix socket", restart_only=True
+    )
+    socket_require_token: bool = _setting(
+        _bool,
+        _const("false"),
+        "Require the token on the Unix socket too",
+    )
+    agent: str = _setting(
+        _choice(*AGENT_PROFILES),
+        _const("auto"),
+        "Agent CLI: hapi (`hapi claude`), claude, command (AGENT_COMMAND), or auto: "
+        "AGENT_COMMAND if set, else hapi, else claude, from the daemon's PATH",
+        flag="--agent",
+    )
+    agent_command: tuple[str, ...] = _setting(
+        _optional_command,
+        _const(""),
+        "With AGENT=command (or auto): a Claude Code-compatible command (split like a "
+        "shell, never run by one), Claude Code's flags appended; with hapi or claude: "
+        "the program's path",
+        flag="--agent-command",
+    )
+    agent_mcp: bool = _setting(
+        _bool,
+        _const("on"),
+        "Give each run this daemon's MCP tools (--mcp-config) and allow exactly those; "
+        "off: wire MCP yourself",
+    )
+    desk: Path = _setting(
+        _path,
+        lambda env: str(state_dir(env) / "desk"),
+        "Working directory of agent runs (created if missing)",
+        flag="--desk",
+    )
+    max_concurrent: int = _setting(
+        _int_in(1, 64),
+        _const("4"),
+        "Agent runs at the same time (pulses with the same concurrency key never overlap)",
+        flag="--max-concurrent",
+    )
+    timezone: str = _setting(
+        _zone,
+        local_zone_name,
+        "Zone of wall-clock times ('tomorrow at 9am', ISO without offset) and cron",
+        flag="--timezone",
+    )
+    agent_timeout: float = _setting(
+        _duration, _const("1h"), "Longest agent run; then its tree is killed"
+    )
+    retry_base: float = _setting(_duration, _const("60s"), "First retry delay; doubles per retry")
+    retry_max: float = _setting(_duration, _const("1h"), "Longest retry delay")
+    max_retries: int = _setting(_int_in(0, 100), _const("3"), "Default retries after a failed run")
+    shutdown_grace: float = _setting(
+        _duration,
+        _const("30s"),
+        "On SIGTERM, wait this long for running agents before stopping them",
+    )
+    executor: str = _setting(
+        _choice("auto", "on", "off"),
+        _const("auto"),
+        "Run agents in transient systemd scopes: auto (when a manager answers), on, off",
+        restart_only=True,
+    )
+    scope_memory_max: str = _setting(_text, _const("4G"), "MemoryMax= of an agent's scope")
+    scope_cpu_quota: str = _setting(_text, _const("200%"), "CPUQuota= of an agent's scope")
+    scope_tasks_max: int = _setting(_int_in(1, 1_000_000), _const("1024"), "TasksMax= of a scope")
+    max_prompt_bytes: int = _setting(
+        _int_in(1, 128000),  # Linux refuses an argv string over 128 KiB
+        _const("32768"),
+        "Largest prompt with its sticky notes (UTF-8 bytes; at most 128000)",
+    )
+    max_body_bytes: int = _setting(
+        _int_in(1024, 64 * 1024 * 1024),
+        _const("262144"),
+        "Largest request body",
+    )
+    output_tail_bytes: int = _setting(
+        _int_in(0, 16 * 1024 * 1024),
+        _const("16384"),
+        "How much of the end of an agent's output each attempt keeps",
+    )
+    max_sleep: float = _setting(
+        _duration,
+        _const("60s"),
+        "Longest scheduler sleep where no wall-clock timer (timerfd) is to be had",
+    )
+    idle_exit: float = _setting(
+        _duration,
+        _const("10m"),
+        "When socket-activated: exit after this long with nothing pending, running or "
+        "asked; 0: never",
+    )
+    telegram_token: str | None = _setting(
+        _optional_text,
+        _const(""),
+        "Telegram bot token (prefer the credential `telegram-token`)",
+        secret=True,
+        restart_only=True,
+    )
+    telegram_chat_ids: tuple[int, ...] = _setting(
+        _chat_ids,
+        _const(""),
+        "Telegram chats that may talk to the bot and get notifications (comma-separated)",
+    )
+    telegram_api_url: str = _setting(
+        _required_url,
+        _const("https://api.telegram.org"),
+        "Telegram Bot API base URL",
+        restart_only=True,
+    )
+    telegram_priority: str = _setting(
+        _choice("critical", "high", "normal", "low", "deferred"),
+        _const("critical"),
+        "Priority of the pulse a Telegram message becomes",
+    )
+    session_url: str | None = _setting(
+        _link_template,
+        _const(""),
+        "Link to an agent session for notifications, with {session_id}; empty: no link",
+    )
+    missed_grace: float = _setting(
+        _duration,
+        _const("60s"),
+        "An occurrence starting later than this after its time has missed it "
+        "(the pulse's on_missed applies)",
+    )
+    catchup_max: int = _setting(
+        _int_in(0, 100),
+        _const("10"),
+        "on_missed=all: most catch-up runs for one outage (older ones are dropped)",
+    )
+    catchup_spacing: float = _setting(
+        _duration, _const("1m"), "on_missed=all: time between catch-up runs"
+    )
+    default_expires_after: Mapping[str, float] = _setting(
+        _expiry_defaults,
+        _const("telegram=1h,reeve=6h"),
+        "expires_after of pulses that give none, by source (SOURCE=DURATION,...)",
+    )
+    self_min_delay: float = _setting(
+        _duration,
+        _const("1m"),
+        "Pulses the agent schedules itself (source reeve) are due at least this far ahead",
+    )
+    self_max_pending: int = _setting(
+        _int_in(1, 100_000),
+        _const("20"),
+        "Most pending pulses the agent may have scheduled itself",
+    )
+    log_level: str = _setting(
+        _choice("debug", "info", "warning", "error"),
+        _const("info"),
+        "Least severe log level written",
+    )
+    # The settings given by a flag, the environment or the file (not defaults).
+    explicit: frozenset[str] = field(default=frozenset(), compare=False)
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The local time zone for wall-clock times and cron defaults."""
+        return ZoneInfo(self.timezone)
+
+
 @dataclass(frozen=True)
 class Setting:
-    """One row of the settings table."""
+    """One row of the settings table, read off a field of `Settings`."""
 
     name: str
     parse: Callable[[str], Any]
@@ -320,6 +522,7 @@ class Setting:
     help: str
     flag: str | None = None
     secret: bool = False
+    restart_only: bool = False
 
     @property
     def env(self) -> str:
@@ -327,243 +530,15 @@ class Setting:
         return PREFIX + self.name.upper()
 
 
-def _const(value: str) -> Callable[[Mapping[str, str]], str]:
-    return lambda _env: value
-
-
-SETTINGS: tuple[Setting, ...] = (
-    Setting(
-        "config",
-        _path,
-        lambda env: str(config_file(env)),
-        "Configuration file of REEVE_LITE_NAME=value lines (the environment wins; "
-        "re-read on SIGHUP)",
-        flag="--config",
-    ),
-    Setting(
-        "db",
-        _path,
-        lambda env: str(state_dir(env) / "reeve-lite.db"),
-        "SQLite database file (created on first start)",
-        flag="--db",
-    ),
-    Setting(
-        "socket",
-        _path,
-        lambda env: str(runtime_dir(env) / "api.sock"),
-        "Unix socket of the REST API (daemon binds it; clients connect to it)",
-        flag="--socket",
-    ),
-    Setting(
-        "listen",
-        _listen,
-        _const(""),
-        "Also serve the API on TCP HOST:PORT (needs an API token); empty: off",
-        flag="--listen",
-    ),
-    Setting(
-        "url",
-        _url,
-        _const(""),
-        "Clients: talk to this http(s) URL instead of the Unix socket",
-    ),
-    Setting(
-        "api_token",
-        _optional_text,
-        _const(""),
-        "Bearer token for the API (prefer the credential `api-token` or a token file)",
-        secret=True,
-    ),
-    Setting(
-        "token_file",
-        _optional_path,
-        _const(""),
-        "File holding the API token",
-        flag="--token-file",
-    ),
-    Setting("socket_mode", _mode, _const("0600"), "File mode of the Unix socket"),
-    Setting(
-        "socket_require_token",
-        _bool,
-        _const("false"),
-        "Require the token on the Unix socket too",
-    ),
-    Setting(
-        "agent",
-        _choice(*AGENT_PROFILES),
-        _const("auto"),
-        "Agent CLI: hapi (`hapi claude`), claude, command (AGENT_COMMAND), or auto: "
-        "AGENT_COMMAND if set, else hapi, else claude, from the daemon's PATH",
-        flag="--agent",
-    ),
-    Setting(
-        "agent_command",
-        _optional_command,
-        _const(""),
-        "With AGENT=command (or auto): a Claude Code-compatible command (split like a "
-        "shell, never run by one), Claude Code's flags appended; with hapi or claude: "
-        "the program's path",
-        flag="--agent-command",
-    ),
-    Setting(
-        "agent_mcp",
-        _bool,
-        _const("on"),
-        "Give each run this daemon's MCP tools (--mcp-config) and allow exactly those; "
-        "off: wire MCP yourself",
-    ),
-    Setting(
-        "desk",
-        _path,
-        lambda env: str(state_dir(env) / "desk"),
-        "Working directory of agent runs (created if missing)",
-        flag="--desk",
-    ),
-    Setting(
-        "max_concurrent",
-        _int_in(1, 64),
-        _const("4"),
-        "Agent runs at the same time (pulses with the same concurrency key never overlap)",
-        flag="--max-concurrent",
-    ),
-    Setting(
-        "timezone",
-        _zone,
-        local_zone_name,
-        "Zone of wall-clock times ('tomorrow at 9am', ISO without offset) and cron",
-        flag="--timezone",
-    ),
-    Setting("agent_timeout", _duration, _const("1h"), "Longest agent run; then its tree is killed"),
-    Setting("retry_base", _duration, _const("60s"), "First retry delay; doubles per retry"),
-    Setting("retry_max", _duration, _const("1h"), "Longest retry delay"),
-    Setting("max_retries", _int_in(0, 100), _const("3"), "Default retries after a failed run"),
-    Setting(
-        "shutdown_grace",
-        _duration,
-        _const("30s"),
-        "On SIGTERM, wait this long for running agents before stopping them",
-    ),
-    Setting(
-        "executor",
-        _choice("auto", "on", "off"),
-        _const("auto"),
-        "Run agents in transient systemd scopes: auto (when a manager answers), on, off",
-    ),
-    Setting("scope_memory_max", _text, _const("4G"), "MemoryMax= of an agent's scope"),
-    Setting("scope_cpu_quota", _text, _const("200%"), "CPUQuota= of an agent's scope"),
-    Setting("scope_tasks_max", _int_in(1, 1_000_000), _const("1024"), "TasksMax= of a scope"),
-    Setting(
-        "max_prompt_bytes",
-        _int_in(1, 128000),  # Linux refuses an argv string over 128 KiB
-        _const("32768"),
-        "Largest prompt with its sticky notes (UTF-8 bytes; at most 128000)",
-    ),
-    Setting(
-        "max_body_bytes",
-        _int_in(1024, 64 * 1024 * 1024),
-        _const("262144"),
-        "Largest request body",
-    ),
-    Setting(
-        "output_tail_bytes",
-        _int_in(0, 16 * 1024 * 1024),
-        _const("16384"),
-        "How much of the end of an agent's output each attempt keeps",
-    ),
-    Setting(
-        "max_sleep",
-        _duration,
-        _const("60s"),
-        "Longest scheduler sleep where no wall-clock timer (timerfd) is to be had",
-    ),
-    Setting(
-        "idle_exit",
-        _duration,
-        _const("10m"),
-        "When socket-activated: exit after this long with nothing pending, running or "
-        "asked; 0: never",
-    ),
-    Setting(
-        "telegram_token",
-        _optional_text,
-        _const(""),
-        "Telegram bot token (prefer the credential `telegram-token`)",
-        secret=True,
-    ),
-    Setting(
-        "telegram_chat_ids",
-        _chat_ids,
-        _const(""),
-        "Telegram chats that may talk to the bot and get notifications (comma-separated)",
-    ),
-    Setting(
-        "telegram_api_url",
-        _required_url,
-        _const("https://api.telegram.org"),
-        "Telegram Bot API base URL",
-    ),
-    Setting(
-        "telegram_priority",
-        _choice("critical", "high", "normal", "low", "deferred"),
-        _const("critical"),
-        "Priority of the pulse a Telegram message becomes",
-    ),
-    Setting(
-        "session_url",
-        _link_template,
-        _const(""),
-        "Link to an agent session for notifications, with {session_id}; empty: no link",
-    ),
-    Setting(
-        "missed_grace",
-        _duration,
-        _const("60s"),
-        "An occurrence starting later than this after its time has missed it "
-        "(the pulse's on_missed applies)",
-    ),
-    Setting(
-        "catchup_max",
-        _int_in(0, 100),
-        _const("10"),
-        "on_missed=all: most catch-up runs for one outage (older ones are dropped)",
-    ),
-    Setting(
-        "catchup_spacing", _duration, _const("1m"), "on_missed=all: time between catch-up runs"
-    ),
-    Setting(
-        "default_expires_after",
-        _expiry_defaults,
-        _const("telegram=1h,reeve=6h"),
-        "expires_after of pulses that give none, by source (SOURCE=DURATION,...)",
-    ),
-    Setting(
-        "self_min_delay",
-        _duration,
-        _const("1m"),
-        "Pulses the agent schedules itself (source reeve) are due at least this far ahead",
-    ),
-    Setting(
-        "self_max_pending",
-        _int_in(1, 100_000),
-        _const("20"),
-        "Most pending pulses the agent may have scheduled itself",
-    ),
-    Setting(
-        "log_level",
-        _choice("debug", "info", "warning", "error"),
-        _const("info"),
-        "Least severe log level written",
-    ),
+# A field without a declaration fails here, at import.
+SETTINGS: tuple[Setting, ...] = tuple(
+    Setting(f.name, **f.metadata) for f in fields(Settings) if f.name != "explicit"
 )
+# Settings bound to what was opened at start; a reload cannot change them.
+RESTART_ONLY: tuple[str, ...] = tuple(s.name for s in SETTINGS if s.restart_only)
 
 _BY_NAME = {s.name: s for s in SETTINGS}
 _BY_ENV = {s.env: s for s in SETTINGS}
-# Variables of our prefix that belong to other processes of the project.
-_OTHER_KNOWN = {
-    PREFIX + "TELEGRAM_TOKEN",
-    PREFIX + "TELEGRAM_CHAT_IDS",
-    PREFIX + "TELEGRAM_API_URL",
-}
 
 
 def load_settings(

@@ -23,7 +23,7 @@ from aiohttp import web
 from reeve_lite import __version__
 from reeve_lite.agent import AgentUnavailable
 from reeve_lite.api import Context, make_app
-from reeve_lite.config import ConfigError, Settings
+from reeve_lite.config import RESTART_ONLY, ConfigError, Settings
 from reeve_lite.executor import Executor, watch_children_with_pidfd
 from reeve_lite.guard import AcceptErrorFilter, Guard, per_listener_cap, raise_nofile_limit
 from reeve_lite.scheduler import Scheduler
@@ -111,18 +111,6 @@ def status_line(pending: int, running: int, next_in: float | None, priority: str
     return ", ".join(parts)
 
 
-# Settings bound to what was opened at start; a reload cannot change them.
-RESTART_ONLY = (
-    "config",
-    "db",
-    "socket",
-    "listen",
-    "socket_mode",
-    "executor",
-    "url",
-    "telegram_token",
-    "telegram_api_url",
-)
 EXIT_RESTART = 75  # EX_TEMPFAIL: idled out, but a pulse came in meanwhile
 
 

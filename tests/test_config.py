@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import os
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pytest
 
 from reeve_lite.config import (
+    RESTART_ONLY,
     SETTINGS,
     SYSTEM_DIRECTORIES,
     ConfigError,
+    Settings,
     config_template,
     load_settings,
+    settings_text,
 )
 
 
@@ -141,6 +144,35 @@ def test_every_setting_has_help_and_a_valid_default() -> None:
         assert setting.help
         assert setting.env == "REEVE_LITE_" + setting.name.upper()
         setting.parse(setting.default({}))
+
+
+def test_every_field_but_explicit_is_a_declared_setting() -> None:
+    declared = [f for f in fields(Settings) if f.name != "explicit"]
+    # The rows are the fields, in order: none left out, none made up elsewhere.
+    assert [s.name for s in SETTINGS] == [f.name for f in declared]
+    for f in declared:
+        assert callable(f.metadata.get("parse")), f.name
+        assert f.metadata.get("help"), f.name
+    for setting in SETTINGS:
+        if setting.flag:
+            assert setting.flag == "--" + setting.name.replace("_", "-")
+
+
+def test_secret_settings_stay_out_of_repr_and_the_listing() -> None:
+    secrets = [s for s in SETTINGS if s.secret]
+    assert {s.name for s in secrets} == {"api_token", "telegram_token"}
+    settings = load_settings({s.env: f"hunter2-{s.name}" for s in secrets})
+    for setting in secrets:
+        assert getattr(settings, setting.name) == f"hunter2-{setting.name}"
+        assert f"hunter2-{setting.name}" not in repr(settings)
+        assert settings_text(settings)[setting.env] == "(hidden)"
+
+
+def test_what_the_template_says_needs_a_restart_is_marked_so() -> None:
+    # The template's header names the database and these as needing a restart.
+    assert "socket, TCP listener, socket mode and executor change only" in config_template()
+    assert {"db", "socket", "listen", "socket_mode", "executor"} <= set(RESTART_ONLY)
+    assert set(RESTART_ONLY) <= {s.name for s in SETTINGS}
 
 
 def test_config_file_values_sit_under_the_environment(tmp_path: Path) -> None:
