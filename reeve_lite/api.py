@@ -68,7 +68,7 @@ from reeve_lite.recurrence import (
     occurrences_between,
 )
 from reeve_lite.scheduler import Scheduler
-from reeve_lite.store import MAX_ATTEMPTS_SHOWN, NotFound, NotPending, Store
+from reeve_lite.store import MAX_ATTEMPTS_SHOWN, NotFound, NotPending, Store, failure_kind
 from reeve_lite.telegram import BotApi, Link, TelegramError
 from reeve_lite.timeparse import (
     TimeParseError,
@@ -770,10 +770,10 @@ def _authorized(request: web.Request, settings: Settings) -> bool:
 
 
 def _database_error(exc: sqlite3.Error) -> ApiError:
-    text = str(exc).lower()
-    if "full" in text:
+    kind = failure_kind(exc)
+    if kind == "full":
         return ApiError(507, "disk_full", "the database's disk is full; nothing was changed")
-    if "locked" in text or "busy" in text:
+    if kind == "busy":
         return ApiError(503, "database_busy", "the database is busy; try again shortly")
     return ApiError(503, "database_error", "the database cannot answer; see the daemon's log")
 

@@ -8,7 +8,6 @@ name, so a partial file never looks like a backup.
 from __future__ import annotations
 
 import os
-import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,22 +27,14 @@ def backup(db: Path, directory: Path, *, keep: int, now: datetime | None = None)
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
     target = directory / f"{PREFIX}{stamp}{SUFFIX}"
     partial = target.with_name(target.name + ".partial")
-    source = sqlite3.connect(db, timeout=30)
+    from reeve_lite.store import StoreError, copy_file
+
     try:
-        fd = os.open(partial, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
-        os.close(fd)
-        copy = sqlite3.connect(partial)
-        try:
-            source.backup(copy)
-            verdict = copy.execute("PRAGMA integrity_check").fetchone()[0]
-            copy.execute("PRAGMA journal_mode = DELETE")  # one self-contained file
-        finally:
-            copy.close()
-    except sqlite3.Error as exc:
+        os.close(os.open(partial, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600))
+        verdict = copy_file(db, partial)
+    except (StoreError, OSError) as exc:
         partial.unlink(missing_ok=True)
         raise BackupError(f"cannot back up {db}: {exc}") from None
-    finally:
-        source.close()
     if verdict != "ok":
         partial.unlink(missing_ok=True)
         raise BackupError(f"the copy of {db} failed its integrity check: {verdict}")
@@ -68,19 +59,13 @@ def restore(source: Path, db: Path, *, now: datetime | None = None) -> Path | No
     its WAL, is kept beside it as `DB.before-restore-STAMP`, whose path is returned
     (None when there was none). The new file gets the old one's owner and mode 0600.
     """
-    from reeve_lite.store import SCHEMA_VERSION, StoreError, lock_writer
+    from reeve_lite.store import SCHEMA_VERSION, StoreError, copy_file, examine, lock_writer
 
     if not source.is_file():
         raise BackupError(f"no backup at {source}")
     try:
-        check = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
-        try:
-            verdict = check.execute("PRAGMA integrity_check").fetchone()[0]
-            version = check.execute("PRAGMA user_version").fetchone()[0]
-            tables = {r[0] for r in check.execute("SELECT name FROM sqlite_master")}
-        finally:
-            check.close()
-    except sqlite3.Error as exc:
+        verdict, version, tables = examine(source)
+    except StoreError as exc:
         raise BackupError(f"{source} is not a reeve-lite backup: {exc}") from None
     if verdict != "ok":
         raise BackupError(f"{source} fails its integrity check: {verdict}")
@@ -107,14 +92,7 @@ def restore(source: Path, db: Path, *, now: datetime | None = None) -> Path | No
                     os.replace(old, Path(str(kept) + suffix))
         partial = db.with_name(db.name + ".restoring")
         os.close(os.open(partial, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600))
-        source_db = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
-        target = sqlite3.connect(partial)
-        try:
-            source_db.backup(target)
-            target.execute("PRAGMA journal_mode = DELETE")
-        finally:
-            target.close()
-            source_db.close()
+        copy_file(source, partial, read_only=True)
         with open(partial, "rb+") as handle:
             os.fsync(handle.fileno())
         if os.geteuid() == 0:

@@ -21,14 +21,12 @@ from types import MappingProxyType
 from typing import Any, TypeVar, cast
 from zoneinfo import ZoneInfo
 
+from reeve_lite.sources import SOURCE_PATTERN
 from reeve_lite.timeparse import TimeParseError, parse_duration
 
 PREFIX = "REEVE_LITE_"
 # The agent profiles (reeve_lite.agent), here so that the CLI need not import it.
 AGENT_PROFILES = ("auto", "hapi", "claude", "command")
-# Who created a pulse ("api", "cli", "telegram", "reeve" for the agent itself ...).
-# Here rather than in models so that the CLI starts without importing pydantic.
-SOURCE_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
 T = TypeVar("T")
 
 

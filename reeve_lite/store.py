@@ -251,6 +251,58 @@ def check_ours(path: Path) -> None:
         )
 
 
+def failure_kind(exc: sqlite3.Error) -> str:
+    """What a database error means for a request: "full" (the disk is full),
+    "busy" (another process holds a lock; try again), or "error" (anything else)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None:
+        return "error"
+    primary = code & 0xFF  # an extended code (SQLITE_BUSY_SNAPSHOT ...) keeps its primary
+    if primary == sqlite3.SQLITE_FULL:
+        return "full"
+    if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return "busy"
+    return "error"
+
+
+def copy_file(source: Path, target: Path, *, read_only: bool = False) -> str:
+    """Copy the database `source` into the new file `target` with SQLite's online
+    backup API (a daemon may write meanwhile), as one self-contained file (no WAL);
+    SQLite's integrity verdict on the copy, "ok" when sound. StoreError if it fails."""
+    uri = f"file:{source}?mode=ro" if read_only else str(source)
+    try:
+        origin = sqlite3.connect(uri, uri=read_only, timeout=30)
+        try:
+            copy = sqlite3.connect(target)
+            try:
+                origin.backup(copy)
+                verdict = str(copy.execute("PRAGMA integrity_check").fetchone()[0])
+                copy.execute("PRAGMA journal_mode = DELETE")
+            finally:
+                copy.close()
+        finally:
+            origin.close()
+    except sqlite3.Error as exc:
+        raise StoreError(str(exc)) from None
+    return verdict
+
+
+def examine(path: Path) -> tuple[str, int, set[str]]:
+    """Read only: the integrity verdict, schema version and tables of a database
+    file. StoreError if it cannot be read as one."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            verdict = str(conn.execute("PRAGMA integrity_check").fetchone()[0])
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            tables = {str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master")}
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise StoreError(str(exc)) from None
+    return verdict, version, tables
+
+
 def _owner_if_not_mine(path: Path) -> str | None:
     """The name of the user who owns `path` when that is not this process's user."""
     import pwd
