@@ -446,7 +446,9 @@ def _client_command(args: argparse.Namespace, settings: Settings) -> int:
 def _call(args: argparse.Namespace, client: Any) -> Any:
     command = args.command
     if command == "schedule":
-        return client.create(
+        from reeve_lite.client import PulseRequest
+
+        request = PulseRequest(
             prompt=args.prompt,
             scheduled_at=args.when,
             priority=args.priority,
@@ -464,6 +466,7 @@ def _call(args: argparse.Namespace, client: Any) -> Any:
             concurrency_key=args.concurrency_key,
             jitter=args.jitter,
         )
+        return client.create(request)
     if command == "list":
         status = None if args.status == "all" else args.status
         return client.list(status=status, limit=args.limit, offset=args.offset)

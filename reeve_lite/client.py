@@ -11,6 +11,7 @@ import http.client
 import json
 import os
 import socket
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -34,6 +35,37 @@ class ApiFailure(Exception):
         self.code = code
         self.message = message
         self.field = field
+
+
+@dataclass(frozen=True, kw_only=True)
+class PulseRequest:
+    """A pulse to create: the body of `POST /api/pulse/trigger`, field for field
+    (`reeve_lite.models.PulseCreate` checks it there). A field left None is not sent,
+    so the daemon's default applies."""
+
+    prompt: str
+    scheduled_at: str | None = None
+    priority: str | None = None
+    source: str | None = None
+    tags: list[str] | None = None
+    session_id: str | None = None
+    sticky_notes: list[str] | None = None
+    max_retries: int | None = None
+    cron: str | None = None
+    timezone: str | None = None
+    idempotency_key: str | None = None
+    on_missed: str | None = None
+    expires_after: str | None = None
+    expires_at: str | None = None
+    concurrency_key: str | None = None
+    jitter: str | None = None
+    pace_min: str | None = None
+    pace_max: str | None = None
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body: the fields that are set."""
+        values = ((f.name, getattr(self, f.name)) for f in fields(self))
+        return {name: value for name, value in values if value is not None}
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -165,10 +197,14 @@ class Client:
         """`GET /api/status`."""
         return self.request("GET", "/api/status")
 
-    def create(self, **fields: Any) -> Any:
-        """`POST /api/pulse/trigger` with the given fields (None values are left out)."""
-        body = {k: v for k, v in fields.items() if v is not None}
-        return self.request("POST", "/api/pulse/trigger", body)
+    def create(self, request: PulseRequest | None = None, /, **values: Any) -> Any:
+        """`POST /api/pulse/trigger`: create `request`, or the PulseRequest whose fields
+        are the keyword arguments (`create(prompt="…", scheduled_at="in 1 hour")`)."""
+        if request is None:
+            request = PulseRequest(**values)
+        elif values:
+            raise TypeError("give a PulseRequest or its fields as keywords, not both")
+        return self.request("POST", "/api/pulse/trigger", request.body())
 
     def upcoming(self, limit: int = 20) -> Any:
         """`GET /api/pulse/upcoming`."""

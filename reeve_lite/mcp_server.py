@@ -20,14 +20,15 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC
+from functools import partial
 from typing import IO, Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from reeve_lite import __version__
-from reeve_lite.client import ApiFailure, Client, DaemonUnreachable
+from reeve_lite.client import ApiFailure, Client, DaemonUnreachable, PulseRequest
 from reeve_lite.models import NotifyOut, json_integer
 from reeve_lite.timeparse import describe_instant
 
@@ -375,15 +376,65 @@ def untitled(schema: Any) -> Any:
 
 
 @dataclass(frozen=True)
+class Context:
+    """What the tools share: the daemon's client, and this server's environment
+    (REEVE_PULSE_ID names the pulse whose agent started it, if one did)."""
+
+    client: Client
+    env: Mapping[str, str]
+
+    def asking_pulse(self) -> int | None:
+        """The pulse whose agent calls, if the server runs inside one."""
+        raw = self.env.get("REEVE_PULSE_ID", "")
+        return int(raw) if raw.isdigit() else None
+
+    def current_session(self) -> str:
+        """The agent session of the calling pulse, for resume_current_session."""
+        raw = self.env.get("REEVE_PULSE_ID", "")
+        if not raw.isdigit():
+            raise ToolError(
+                "resume_current_session needs a running pulse, and this conversation is "
+                "not one (REEVE_PULSE_ID is not set). Pass session_id instead, or leave it out."
+            )
+        status = _daemon(self.client.status)
+        for run in status["running"]:
+            if run["pulse_id"] == int(raw):
+                if run.get("session_id"):
+                    return str(run["session_id"])
+                raise ToolError(
+                    f"pulse {raw} is running but its agent session id is not known yet; "
+                    "try again in a moment."
+                )
+        raise ToolError(f"pulse {raw} is not running now, so there is no session to resume.")
+
+
+def _daemon(method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call the daemon; its refusal, or its absence, becomes a ToolError for the model."""
+    try:
+        return method(*args, **kwargs)
+    except DaemonUnreachable as exc:
+        raise ToolError(f"{exc}. Nothing was changed; try again later.") from None
+    except ApiFailure as exc:
+        raise ToolError(_advice(exc)) from None
+
+
+@dataclass(frozen=True)
 class Tool:
-    """One tool: its arguments, its result's model, and what it does."""
+    """One tool: its arguments, its result's model, and what it does.
+
+    `run(context, args)` as declared in TOOLS; `build_tools` binds the context, and
+    the server then calls `run(args)`."""
 
     name: str
     description: str
     args: type[_Args]
     result: type[BaseModel]
-    run: Callable[[Any], dict[str, Any]]
+    run: Callable[..., dict[str, Any]]
     annotations: Mapping[str, Any] = field(default_factory=dict)
+
+    def bound(self, context: Context) -> Tool:
+        """This tool with its handler bound to `context`."""
+        return replace(self, run=partial(self.run, context))
 
     def listing(self) -> dict[str, Any]:
         """The tool as `tools/list` describes it."""
@@ -396,233 +447,194 @@ class Tool:
         }
 
 
-def build_tools(client: Client, *, env: Mapping[str, str] | None = None) -> dict[str, Tool]:
-    """The tools, bound to `client`, by name."""
-    environ = os.environ if env is None else env
+# --- the tools' handlers: (context, validated arguments) -> result
 
-    def call(method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(*args, **kwargs)
-        except DaemonUnreachable as exc:
-            raise ToolError(f"{exc}. Nothing was changed; try again later.") from None
-        except ApiFailure as exc:
-            raise ToolError(_advice(exc)) from None
 
-    def current_session() -> str:
-        raw = environ.get("REEVE_PULSE_ID")
-        if not raw or not raw.isdigit():
-            raise ToolError(
-                "resume_current_session needs a running pulse, and this conversation is "
-                "not one (REEVE_PULSE_ID is not set). Pass session_id instead, or leave it out."
-            )
-        status = call(client.status)
-        for run in status["running"]:
-            if run["pulse_id"] == int(raw):
-                if run.get("session_id"):
-                    return str(run["session_id"])
-                raise ToolError(
-                    f"pulse {raw} is running but its agent session id is not known yet; "
-                    "try again in a moment."
-                )
-        raise ToolError(f"pulse {raw} is not running now, so there is no session to resume.")
+def schedule_pulse(ctx: Context, a: ScheduleArgs) -> dict[str, Any]:
+    """Create a pulse from the arguments, which are the API's fields of the same names."""
+    session_id = a.session_id
+    if a.resume_current_session:
+        if session_id:
+            raise ToolError("Give either session_id or resume_current_session, not both.")
+        session_id = ctx.current_session()
+    values = a.model_dump(exclude={"resume_current_session"})
+    request = PulseRequest(**(values | {"session_id": session_id, "source": "reeve"}))
+    pulse = _daemon(ctx.client.create, request)
+    text = f"Scheduled pulse {pulse['pulse_id']} for {_when(pulse)}{_recurs(pulse)}."
+    return _result(text, brief(pulse))
 
-    def schedule_pulse(a: ScheduleArgs) -> dict[str, Any]:
-        session_id = a.session_id
-        if a.resume_current_session:
-            if session_id:
-                raise ToolError("Give either session_id or resume_current_session, not both.")
-            session_id = current_session()
-        pulse = call(
-            client.create,
-            prompt=a.prompt,
-            scheduled_at=a.scheduled_at,
-            priority=a.priority,
-            sticky_notes=a.sticky_notes,
-            tags=a.tags,
-            session_id=session_id,
-            cron=a.cron,
-            timezone=a.timezone,
-            max_retries=a.max_retries,
-            source="reeve",
-            pace_min=a.pace_min,
-            pace_max=a.pace_max,
-            on_missed=a.on_missed,
-            expires_after=a.expires_after,
-            concurrency_key=a.concurrency_key,
-        )
-        text = f"Scheduled pulse {pulse['pulse_id']} for {_when(pulse)}{_recurs(pulse)}."
-        return _result(text, brief(pulse))
 
-    def list_upcoming_pulses(a: ListArgs) -> dict[str, Any]:
-        if a.include_completed:
-            page = call(client.list, status=None, limit=a.limit)
-            # The API lists ended pulses newest first; a model asked for earliest first.
-            page["pulses"].sort(key=lambda p: (p["scheduled_at"], p["pulse_id"]))
-        else:
-            page = call(client.upcoming, a.limit)
-        lines = [
-            f"{p['pulse_id']}: {p['status']}, {_when(p)}, {p['priority']}: {p['prompt'][:80]}"
-            for p in page["pulses"]
-        ]
-        text = "\n".join(lines) if lines else "No pulses."
-        pulses = [brief(p) for p in page["pulses"]]
-        return _result(text, {"pulses": pulses, "total": page.get("total", len(pulses))})
-
-    def get_pulse(a: PulseArgs) -> dict[str, Any]:
-        pulse = call(client.get, a.pulse_id)
-        attempts = pulse.get("attempts") or []
-        last = attempts[-1] if attempts else None
-        outcome = ""
-        if last is not None:
-            state = (
-                "running"
-                if last["finished_at"] is None
-                else ("failed: " + str(last["error"]) if last["is_error"] else "succeeded")
-            )
-            outcome = f"; last attempt {state}"
-        missed = pulse.get("missed") or []
-        missed_text = ""
-        if missed:
-            counts = [m["count"] for m in missed]
-            total = "many" if None in counts else str(sum(c or 0 for c in counts))
-            last = missed[-1]
-            missed_text = (
-                f"; {total} occurrence(s) missed, the last {last['action'].replace('_', ' ')}"
-            )
-        why = f" ({pulse['last_error']})" if pulse["status"] in ("expired", "skipped") else ""
-        text = (
-            f"Pulse {pulse['pulse_id']} is {pulse['status']}{why}, due {_when(pulse)}, "
-            f"{len(attempts)} attempt(s){outcome}{missed_text}."
-        )
-        return _result(text, brief(pulse))
-
-    def cancel_pulse(a: PulseArgs) -> dict[str, Any]:
-        pulse = call(client.cancel, a.pulse_id)
-        return _result(f"Cancelled pulse {pulse['pulse_id']}.", brief(pulse))
-
-    def reschedule_pulse(a: RescheduleArgs) -> dict[str, Any]:
-        pulse = call(client.reschedule, a.pulse_id, a.new_scheduled_at)
-        text = f"Pulse {pulse['pulse_id']} now runs {_when(pulse)}{_recurs(pulse)}."
-        return _result(text, brief(pulse))
-
-    def asking_pulse() -> int | None:
-        raw = environ.get("REEVE_PULSE_ID", "")
-        return int(raw) if raw.isdigit() else None
-
-    def send_notification(a: NotifyArgs) -> dict[str, Any]:
-        sent = call(
-            client.notify,
-            message=a.message,
-            priority=a.priority,
-            parse_mode=a.parse_mode,
-            pulse_id=asking_pulse(),
-        )
-        link = f" with a link to {sent['link']}" if sent["link"] else ""
-        return _result(f"Sent to {len(sent['chats'])} chat(s){link}.", sent)
-
-    def send_message_with_link(a: LinkArgs) -> dict[str, Any]:
-        sent = call(client.notify, message=a.message, link_url=a.link_url, link_text=a.link_text)
-        return _result(f"Sent to {len(sent['chats'])} chat(s) with the link.", sent)
-
-    tools = [
-        Tool(
-            "schedule_pulse",
-            "Schedule a future wake-up of yourself: at `scheduled_at` the prompt is given to a "
-            "new agent run (or to this conversation again with resume_current_session=true). "
-            "Use it to follow up later, check back on something, or recur with a 5-field cron "
-            "expression (e.g. '0 9 * * 1-5' with timezone 'Europe/Berlin'). Returns the "
-            "pulse's id and due time. " + TIMES + " " + PACING,
-            ScheduleArgs,
-            PulseBrief,
-            schedule_pulse,
-            {
-                "title": "Schedule a pulse",
-                "readOnlyHint": False,
-                "destructiveHint": False,
-                "idempotentHint": False,
-                "openWorldHint": False,
-            },
-        ),
-        Tool(
-            "list_upcoming_pulses",
-            "List the pulses that are planned, earliest first (with include_completed, also "
-            "those that ran). Use it before scheduling, to avoid duplicates.",
-            ListArgs,
-            PulseBriefs,
-            list_upcoming_pulses,
-            {"title": "List pulses", "readOnlyHint": True, "openWorldHint": False},
-        ),
-        Tool(
-            "get_pulse",
-            "One pulse with its attempts (start, end, errors, session, cost).",
-            PulseArgs,
-            PulseBrief,
-            get_pulse,
-            {"title": "Show a pulse", "readOnlyHint": True, "openWorldHint": False},
-        ),
-        Tool(
-            "cancel_pulse",
-            "Cancel a pending pulse so that it never runs.",
-            PulseArgs,
-            PulseBrief,
-            cancel_pulse,
-            {
-                "title": "Cancel a pulse",
-                "readOnlyHint": False,
-                "destructiveHint": True,
-                "idempotentHint": True,
-                "openWorldHint": False,
-            },
-        ),
-        Tool(
-            "reschedule_pulse",
-            "Move a pending pulse to another time. " + TIMES,
-            RescheduleArgs,
-            PulseBrief,
-            reschedule_pulse,
-            {
-                "title": "Move a pulse",
-                "readOnlyHint": False,
-                "destructiveHint": False,
-                "idempotentHint": True,
-                "openWorldHint": False,
-            },
-        ),
-        Tool(
-            "send_notification",
-            "Send a message to your user on Telegram. Use it to report a result, ask for a "
-            "decision, or warn; not for routine progress. priority 'silent' arrives without "
-            "sound, 'critical' is marked as urgent. parse_mode 'HTML' or 'MarkdownV2' formats "
-            "the text (if Telegram rejects the markup it is sent as plain text). When you run "
-            "inside a pulse, the message links to this session where the daemon knows how.",
-            NotifyArgs,
-            NotifyOut,
-            send_notification,
-            {
-                "title": "Message the user",
-                "readOnlyHint": False,
-                "destructiveHint": False,
-                "idempotentHint": False,
-                "openWorldHint": True,
-            },
-        ),
-        Tool(
-            "send_message_with_link",
-            "Send a message to your user on Telegram with a button that opens link_url "
-            "(for example a pull request, a dashboard, a document).",
-            LinkArgs,
-            NotifyOut,
-            send_message_with_link,
-            {
-                "title": "Message the user with a link",
-                "readOnlyHint": False,
-                "destructiveHint": False,
-                "idempotentHint": False,
-                "openWorldHint": True,
-            },
-        ),
+def list_upcoming_pulses(ctx: Context, a: ListArgs) -> dict[str, Any]:
+    """The planned pulses (and with include_completed the ended ones), earliest first."""
+    if a.include_completed:
+        page = _daemon(ctx.client.list, status=None, limit=a.limit)
+        # The API lists ended pulses newest first; a model asked for earliest first.
+        page["pulses"].sort(key=lambda p: (p["scheduled_at"], p["pulse_id"]))
+    else:
+        page = _daemon(ctx.client.upcoming, a.limit)
+    lines = [
+        f"{p['pulse_id']}: {p['status']}, {_when(p)}, {p['priority']}: {p['prompt'][:80]}"
+        for p in page["pulses"]
     ]
-    return {tool.name: tool for tool in tools}
+    text = "\n".join(lines) if lines else "No pulses."
+    pulses = [brief(p) for p in page["pulses"]]
+    return _result(text, {"pulses": pulses, "total": page.get("total", len(pulses))})
+
+
+def get_pulse(ctx: Context, a: PulseArgs) -> dict[str, Any]:
+    """One pulse, summed up: its state, its last attempt and its missed occurrences."""
+    pulse = _daemon(ctx.client.get, a.pulse_id)
+    attempts = pulse.get("attempts") or []
+    last = attempts[-1] if attempts else None
+    outcome = ""
+    if last is not None:
+        state = (
+            "running"
+            if last["finished_at"] is None
+            else ("failed: " + str(last["error"]) if last["is_error"] else "succeeded")
+        )
+        outcome = f"; last attempt {state}"
+    missed = pulse.get("missed") or []
+    missed_text = ""
+    if missed:
+        counts = [m["count"] for m in missed]
+        total = "many" if None in counts else str(sum(c or 0 for c in counts))
+        last = missed[-1]
+        missed_text = f"; {total} occurrence(s) missed, the last {last['action'].replace('_', ' ')}"
+    why = f" ({pulse['last_error']})" if pulse["status"] in ("expired", "skipped") else ""
+    text = (
+        f"Pulse {pulse['pulse_id']} is {pulse['status']}{why}, due {_when(pulse)}, "
+        f"{len(attempts)} attempt(s){outcome}{missed_text}."
+    )
+    return _result(text, brief(pulse))
+
+
+def cancel_pulse(ctx: Context, a: PulseArgs) -> dict[str, Any]:
+    """Cancel a pending pulse."""
+    pulse = _daemon(ctx.client.cancel, a.pulse_id)
+    return _result(f"Cancelled pulse {pulse['pulse_id']}.", brief(pulse))
+
+
+def reschedule_pulse(ctx: Context, a: RescheduleArgs) -> dict[str, Any]:
+    """Move a pending pulse."""
+    pulse = _daemon(ctx.client.reschedule, a.pulse_id, a.new_scheduled_at)
+    text = f"Pulse {pulse['pulse_id']} now runs {_when(pulse)}{_recurs(pulse)}."
+    return _result(text, brief(pulse))
+
+
+def send_notification(ctx: Context, a: NotifyArgs) -> dict[str, Any]:
+    """Message the user, linked to the calling pulse's session where the daemon knows how."""
+    sent = _daemon(
+        ctx.client.notify,
+        message=a.message,
+        priority=a.priority,
+        parse_mode=a.parse_mode,
+        pulse_id=ctx.asking_pulse(),
+    )
+    link = f" with a link to {sent['link']}" if sent["link"] else ""
+    return _result(f"Sent to {len(sent['chats'])} chat(s){link}.", sent)
+
+
+def send_message_with_link(ctx: Context, a: LinkArgs) -> dict[str, Any]:
+    """Message the user with a button that opens a link."""
+    sent = _daemon(ctx.client.notify, message=a.message, link_url=a.link_url, link_text=a.link_text)
+    return _result(f"Sent to {len(sent['chats'])} chat(s) with the link.", sent)
+
+
+# Annotations (hints to the client, not guarantees): reading tools, and those that
+# change the queue or reach the user.
+_READS = {"readOnlyHint": True, "openWorldHint": False}
+
+
+def _changes(*, destructive: bool, idempotent: bool, open_world: bool = False) -> dict[str, Any]:
+    return {
+        "readOnlyHint": False,
+        "destructiveHint": destructive,
+        "idempotentHint": idempotent,
+        "openWorldHint": open_world,
+    }
+
+
+TOOLS: tuple[Tool, ...] = (
+    Tool(
+        "schedule_pulse",
+        "Schedule a future wake-up of yourself: at `scheduled_at` the prompt is given to a "
+        "new agent run (or to this conversation again with resume_current_session=true). "
+        "Use it to follow up later, check back on something, or recur with a 5-field cron "
+        "expression (e.g. '0 9 * * 1-5' with timezone 'Europe/Berlin'). Returns the "
+        "pulse's id and due time. " + TIMES + " " + PACING,
+        ScheduleArgs,
+        PulseBrief,
+        schedule_pulse,
+        {"title": "Schedule a pulse", **_changes(destructive=False, idempotent=False)},
+    ),
+    Tool(
+        "list_upcoming_pulses",
+        "List the pulses that are planned, earliest first (with include_completed, also "
+        "those that ran). Use it before scheduling, to avoid duplicates.",
+        ListArgs,
+        PulseBriefs,
+        list_upcoming_pulses,
+        {"title": "List pulses", **_READS},
+    ),
+    Tool(
+        "get_pulse",
+        "One pulse with its attempts (start, end, errors, session, cost).",
+        PulseArgs,
+        PulseBrief,
+        get_pulse,
+        {"title": "Show a pulse", **_READS},
+    ),
+    Tool(
+        "cancel_pulse",
+        "Cancel a pending pulse so that it never runs.",
+        PulseArgs,
+        PulseBrief,
+        cancel_pulse,
+        {"title": "Cancel a pulse", **_changes(destructive=True, idempotent=True)},
+    ),
+    Tool(
+        "reschedule_pulse",
+        "Move a pending pulse to another time. " + TIMES,
+        RescheduleArgs,
+        PulseBrief,
+        reschedule_pulse,
+        {"title": "Move a pulse", **_changes(destructive=False, idempotent=True)},
+    ),
+    Tool(
+        "send_notification",
+        "Send a message to your user on Telegram. Use it to report a result, ask for a "
+        "decision, or warn; not for routine progress. priority 'silent' arrives without "
+        "sound, 'critical' is marked as urgent. parse_mode 'HTML' or 'MarkdownV2' formats "
+        "the text (if Telegram rejects the markup it is sent as plain text). When you run "
+        "inside a pulse, the message links to this session where the daemon knows how.",
+        NotifyArgs,
+        NotifyOut,
+        send_notification,
+        {
+            "title": "Message the user",
+            **_changes(destructive=False, idempotent=False, open_world=True),
+        },
+    ),
+    Tool(
+        "send_message_with_link",
+        "Send a message to your user on Telegram with a button that opens link_url "
+        "(for example a pull request, a dashboard, a document).",
+        LinkArgs,
+        NotifyOut,
+        send_message_with_link,
+        {
+            "title": "Message the user with a link",
+            **_changes(destructive=False, idempotent=False, open_world=True),
+        },
+    ),
+)
+
+
+def build_tools(client: Client, *, env: Mapping[str, str] | None = None) -> dict[str, Tool]:
+    """The tools, bound to `client` (and to `env`, by default this process's), by name."""
+    context = Context(client, os.environ if env is None else env)
+    return {tool.name: tool.bound(context) for tool in TOOLS}
 
 
 def _invalid(tool: Tool, exc: ValidationError) -> str:
