@@ -13,7 +13,7 @@ import sys
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from reeve_lite import __version__
+from reeve_lite import __version__, sources
 from reeve_lite.config import SETTINGS, ConfigError, Settings, load_settings
 from reeve_lite.timeparse import describe_instant as _when
 from reeve_lite.timeparse import format_duration
@@ -452,7 +452,7 @@ def _call(args: argparse.Namespace, client: Any) -> Any:
             prompt=args.prompt,
             scheduled_at=args.when,
             priority=args.priority,
-            source="cli",
+            source=sources.CLI,
             cron=args.cron,
             timezone=args.timezone,
             sticky_notes=args.sticky_notes,

@@ -27,7 +27,7 @@ from typing import IO, Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from reeve_lite import __version__
+from reeve_lite import __version__, sources
 from reeve_lite.client import ApiFailure, Client, DaemonUnreachable, PulseRequest
 from reeve_lite.models import NotifyOut, json_integer
 from reeve_lite.timeparse import describe_instant
@@ -458,7 +458,7 @@ def schedule_pulse(ctx: Context, a: ScheduleArgs) -> dict[str, Any]:
             raise ToolError("Give either session_id or resume_current_session, not both.")
         session_id = ctx.current_session()
     values = a.model_dump(exclude={"resume_current_session"})
-    request = PulseRequest(**(values | {"session_id": session_id, "source": "reeve"}))
+    request = PulseRequest(**(values | {"session_id": session_id, "source": sources.SELF}))
     pulse = _daemon(ctx.client.create, request)
     text = f"Scheduled pulse {pulse['pulse_id']} for {_when(pulse)}{_recurs(pulse)}."
     return _result(text, brief(pulse))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import os
 from pathlib import Path
@@ -19,7 +18,8 @@ from typing import Any
 
 import aiohttp
 
-from reeve_lite.client import ApiFailure, Client, DaemonUnreachable
+from reeve_lite import sources
+from reeve_lite.client import ApiFailure, Client, DaemonUnreachable, PulseRequest
 from reeve_lite.config import Settings
 from reeve_lite.telegram import BotApi, TelegramError
 
@@ -132,36 +132,34 @@ class Listener:
             await self._reply(chat, UNSUPPORTED)
             return
         key = f"telegram:{chat}:{message.get('message_id')}"
-        pulse = await self._create(
+        request = PulseRequest(
             prompt=pulse_prompt(message, text),
             scheduled_at="now",
             priority=self.settings.telegram_priority,
-            source="telegram",
-            tags=["telegram"],
+            source=sources.TELEGRAM,
+            tags=[sources.TELEGRAM],
             idempotency_key=key,
         )
+        pulse = await self._create(chat, request)
         if pulse is not None:
             log.info("pulse=%d from chat %d (%s)", pulse["pulse_id"], chat, key)
             task = asyncio.create_task(self._typing_while_runs(chat, pulse["pulse_id"]))
             self._typing.add(task)
             task.add_done_callback(self._typing.discard)
 
-    async def _create(self, **fields: Any) -> dict[str, Any] | None:
+    async def _create(self, chat: int, request: PulseRequest) -> dict[str, Any] | None:
         """Create the pulse, waiting for the daemon as long as it takes; None when the
         daemon refuses the message for good (the user is told why)."""
         delay = 1.0
         while True:
             try:
-                created: dict[str, Any] = await asyncio.to_thread(
-                    functools.partial(self.client.create, **fields)
-                )
+                created: dict[str, Any] = await asyncio.to_thread(self.client.create, request)
                 return created
             except DaemonUnreachable as exc:
                 log.warning("%s; trying again in %gs", exc, delay)
             except ApiFailure as exc:
                 if exc.status < 500:
                     log.error("the daemon refused a message: %s", exc.message)
-                    chat = int(str(fields["idempotency_key"]).split(":")[1])
                     await self._reply(chat, f"Not scheduled: {exc.message}")
                     return None
                 log.warning("the daemon answered %d; trying again in %gs", exc.status, delay)
