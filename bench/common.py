@@ -146,7 +146,7 @@ def proc_sample(pid: int) -> ProcSample:
 
 
 def print_rows(rows: list[Row]) -> None:
-    """The table, as Markdown (it is pasted into the README as it is)."""
+    """The table, as Markdown (it is pasted into docs/benchmarks.md as it is)."""
     header = ("figure", "measured", "baseline (same run)", "ratio", "goal", "met")
     cells = [header, *((r.figure, r.measured, r.baseline, r.ratio, r.goal, r.met) for r in rows)]
     widths = [max(len(c[i]) for c in cells) for i in range(len(header))]

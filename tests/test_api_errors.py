@@ -443,7 +443,7 @@ def test_error_messages_say_what_to_do(shared_daemon: Daemon) -> None:
 
 
 def test_an_empty_status_filter_lists_every_status(shared_daemon: Daemon) -> None:
-    # The README's form `?status=&limit=50&offset=0`; the document allows the empty value.
+    # docs/api.md's form `?status=&limit=50&offset=0`; the document allows the empty value.
     got_status, data = raw_request(
         shared_daemon, "GET", "/api/pulses?status=&limit=50&offset=0", None
     )

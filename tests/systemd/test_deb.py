@@ -233,7 +233,7 @@ def test_lintian_finds_no_errors(debs: dict[str, Path]) -> None:
     summary = sorted({" ".join(line.split()[:3]) for line in tags})
     print("\n[deb] lintian: " + ("; ".join(summary) or "clean"))
     assert [line for line in tags if line.startswith("E:")] == []
-    # The warnings the README lists, with their reasons; a new one must be looked at.
+    # The warnings docs/reliability.md lists, with their reasons; a new one must be looked at.
     assert {line.split()[2] for line in tags} <= {"unusual-interpreter"}
 
 

@@ -218,7 +218,7 @@ def test_the_api_token_is_a_credential_and_never_shows(system: Container) -> Non
         " && mkdir -p /etc/systemd/system/reeve-lite.service.d"
         " && printf '[Service]\\nLoadCredential=api-token:/etc/credstore/reeve-lite-api-token\\n'"
         " > /etc/systemd/system/reeve-lite.service.d/token.conf"
-        # As the README says: a socket cannot start while its service runs.
+        # As docs/operations.md says: a socket cannot start while its service runs.
         " && systemctl daemon-reload && systemctl stop reeve-lite.service"
         " && systemctl enable --now reeve-lite-tcp.socket && systemctl start reeve-lite.service",
         input=token,
