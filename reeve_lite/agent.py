@@ -8,7 +8,7 @@ stream-json flags, this daemon's own MCP server (`--mcp-config`) and the
 permission to use exactly its tools (`--allowedTools mcp__reeve-lite`).
 
 The stream-json events read here are the ones the real CLI prints (see the
-README's "The real agent" section): `system/init` (the session id), `assistant`
+"The agent" in docs/operations.md): `system/init` (the session id), `assistant`
 (the model answered), `system/api_retry` (the API is being retried), and one
 `result` whose `is_error`, `result`, `errors` and `permission_denials` say how
 the run went. A failed run is a `result` with subtype `success` and

@@ -2,7 +2,7 @@
 
 Every setting is declared once, as a field of `Settings` with its parser,
 default, help, flag and marks; `SETTINGS` (the rows the environment, the
-command line and the README's table come from) and `RESTART_ONLY` are read off
+command line and the table in docs/operations.md come from) and `RESTART_ONLY` are read off
 those fields. Secrets (the API token) are read, in order, from `--token-file`, the
 systemd credential `api-token` in `$CREDENTIALS_DIRECTORY`, then
 `REEVE_LITE_API_TOKEN`, and never shown by `repr`.

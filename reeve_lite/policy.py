@@ -4,7 +4,7 @@ Pure functions of a pulse and an instant, so that every rule is tested with an
 injected clock. The scheduler calls `review()` on each due pulse before it may
 run; the store applies the answer in the same transaction as the claims.
 
-Terms (the README's "Scheduling semantics" table says the same):
+Terms (docs/scheduling.md, "Policy", says the same):
 
 * An *occurrence* is one nominal fire time of a pulse (`occurrence_at`): the
   time given for a one-off pulse, each cron time for a recurring one. The time

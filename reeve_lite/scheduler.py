@@ -408,8 +408,8 @@ class Scheduler:
         if stream.denials:
             self.last_denial = f"pulse {pulse.pulse_id}: {', '.join(stream.denials)}"
             log.warning(
-                "pulse=%d attempt=%d: the agent was refused %s (see the README: the agent's "
-                "permissions)",
+                "pulse=%d attempt=%d: the agent was refused %s (see docs/operations.md, "
+                "'A denied tool')",
                 pulse.pulse_id,
                 claim.number,
                 ", ".join(stream.denials),
