@@ -122,6 +122,9 @@ def _parser() -> argparse.ArgumentParser:
         help="pulses with the same key never overlap (default: the Desk's)",
     )
     p.add_argument("--jitter", metavar="DURATION", help="with --cron: start up to this much late")
+    p.add_argument(
+        "--comment", metavar="TEXT", help="for whoever reads the queue; not sent to the agent"
+    )
 
     p = sub.add_parser("list", parents=[client], help="list pulses")
     p.add_argument("--status", choices=STATUSES, default="pending")
@@ -464,6 +467,7 @@ def _call(args: argparse.Namespace, client: Any) -> Any:
             expires_after=args.expires_after,
             expires_at=args.expires_at,
             concurrency_key=args.concurrency_key,
+            comment=args.comment,
             jitter=args.jitter,
         )
         return client.create(request)
@@ -601,6 +605,7 @@ def _print_pulse(p: dict[str, Any], zone: ZoneInfo, verb: str | None) -> None:
         ("due", _when(p["scheduled_at"], zone)),
         ("priority", p["priority"]),
         ("source", p["source"]),
+        ("comment", p.get("comment")),
         ("tries", f"{p['retry_count']} of {p['max_retries']} retries"),
         ("recurs", f"{p['cron']} ({p['timezone']})" if p["cron"] else None),
         ("jitter", format_duration(p["jitter"]) if p.get("jitter") else None),

@@ -61,6 +61,7 @@ class PulseRequest:
     jitter: str | None = None
     pace_min: str | None = None
     pace_max: str | None = None
+    comment: str | None = None
 
     def body(self) -> dict[str, Any]:
         """The JSON body: the fields that are set."""

@@ -202,6 +202,14 @@ class ScheduleArgs(_Args):
             "independent work its own key so that it need not wait for the Desk.",
         ),
     ] = None
+    comment: Annotated[
+        str | None,
+        Field(
+            max_length=2000,
+            description="Why you scheduled it, for the user reading the queue; "
+            "you do not get it back when the pulse runs (put that in the prompt).",
+        ),
+    ] = None
 
 
 class ListArgs(_Args):

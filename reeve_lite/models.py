@@ -178,6 +178,13 @@ class PulseCreate(_Strict):
     pace_max: str | None = Field(
         default=None, min_length=1, max_length=100, description="See pace_min."
     )
+    comment: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=2000,
+        description="For the people who read the queue (why it exists, who asked); "
+        "shown with the pulse, never given to the agent.",
+    )
 
     _max_retries_integer = field_validator("max_retries", mode="before")(json_integer)
 
@@ -304,6 +311,7 @@ class Pulse(_Model):
     catchup_remaining: int = Field(
         default=0, description="Catch-up runs still owed for missed occurrences."
     )
+    comment: str | None = Field(default=None, description="The comment it was created with.")
     attempts: list[Attempt] | None = Field(
         default=None, description="Present when one pulse is fetched."
     )

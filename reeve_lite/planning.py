@@ -161,6 +161,7 @@ def plan(
         deadline=deadline_for(occurrence, expires_after, expires_at),
         concurrency_key=body.concurrency_key,
         jitter=jitter,
+        comment=body.comment,
     )
 
 

@@ -150,6 +150,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE attempts ADD COLUMN denials TEXT",
         "ALTER TABLE attempts ADD COLUMN notified INTEGER NOT NULL DEFAULT 0",
     ),
+    # 5: a comment for the people who read the queue (the agent never gets it).
+    ("ALTER TABLE pulses ADD COLUMN comment TEXT",),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 # `PRAGMA application_id` of a reeve-lite database ("ReVe"): a file with another one,
@@ -424,6 +426,7 @@ PULSE_FIELDS: dict[str, Kept] = {
     "concurrency_key": _SAME,
     "jitter": _SAME,
     "catchup_remaining": _SAME,
+    "comment": _SAME,
 }
 
 
@@ -453,6 +456,7 @@ class NewPulse:
     deadline: datetime | None = None
     concurrency_key: str | None = None
     jitter: float = 0.0
+    comment: str | None = None
 
     def __post_init__(self) -> None:
         if self.occurrence_at is None:

@@ -41,6 +41,8 @@ def test_schedule_list_show_reschedule_cancel(daemon: Daemon) -> None:
         "the balcony too",
         "--tag",
         "home",
+        "--comment",
+        "asked by Ana",
         "--json",
         daemon=daemon,
     )
@@ -50,6 +52,7 @@ def test_schedule_list_show_reschedule_cancel(daemon: Daemon) -> None:
     assert pulse["priority"] == "low"
     assert pulse["sticky_notes"] == ["the balcony too"]
     assert pulse["tags"] == ["home"]
+    assert pulse["comment"] == "asked by Ana"
     pid = str(pulse["pulse_id"])
 
     listing = cli("list", daemon=daemon)
@@ -63,6 +66,7 @@ def test_schedule_list_show_reschedule_cancel(daemon: Daemon) -> None:
 
     shown = cli("show", pid, daemon=daemon, env={"REEVE_LITE_TIMEZONE": "Europe/Berlin"})
     assert "reminder: the balcony too" in shown.stdout
+    assert "comment: asked by Ana" in shown.stdout
     assert "09:00:00" in shown.stdout  # 9am in the daemon's zone, shown in the same zone
 
     cancelled = cli("cancel", pid, daemon=daemon)

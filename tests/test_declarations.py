@@ -69,6 +69,7 @@ async def test_a_planned_pulse_comes_back_field_for_field(tmp_path: Path) -> Non
         deadline=datetime(2026, 11, 30, 9, 1, tzinfo=UTC),
         concurrency_key="c",
         jitter=30.0,
+        comment="asked by Ana",
     )
     store = await Store.open(tmp_path / "reeve.db")
     try:

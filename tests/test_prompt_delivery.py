@@ -83,3 +83,15 @@ def test_a_nul_is_refused_naming_the_field(daemon: Daemon, fake_agent: FakeAgent
         "prompt or sticky note with NUL, over TCP",
         f"{len(NUL_CASES)} of {len(NUL_CASES)} refused with 422 naming the field, nothing stored",
     )
+
+
+def test_a_comment_is_shown_but_never_sent_to_the_agent(
+    daemon: Daemon, fake_agent: FakeAgent
+) -> None:
+    client = daemon.client()
+    made = client.create(prompt="water the plants", comment="asked by Ana on Tuesday")
+    done = daemon.wait_pulse(made["pulse_id"], "completed")
+    assert done["comment"] == "asked by Ana on Tuesday"
+    [call] = [c for c in fake_agent.calls() if int(c["pulse_id"]) == made["pulse_id"]]
+    assert call["prompt"] == "water the plants"
+    assert not any("Ana" in word for word in call["argv"])
