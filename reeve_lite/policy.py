@@ -37,6 +37,8 @@ from reeve_lite.timeparse import format_duration
 # unknown (None) and the record says "more than". An every-minute pulse down for a
 # week has 10,080: counting them costs about half a second once.
 MAX_COUNTED = 20_000
+# The concurrency key of pulses without one: they share the Desk.
+DEFAULT_KEY = "desk"
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,17 @@ from reeve_lite.agent import Brief, StreamState, compose_prompt, retry_prompt
 from reeve_lite.config import Settings
 from reeve_lite.executor import Executor, RunReport
 from reeve_lite.models import Pulse, Status
-from reeve_lite.policy import After, Policy, Review, after_failure, after_success, review
+from reeve_lite.policy import (
+    DEFAULT_KEY,
+    After,
+    Policy,
+    Review,
+    after_failure,
+    after_success,
+    review,
+)
 from reeve_lite.runners import AttemptRef
-from reeve_lite.store import DEFAULT_KEY, Claim, Outcome, Store
+from reeve_lite.store import Claim, Outcome, Store
 from reeve_lite.walltimer import WallTimer
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,7 @@ from typing import Any
 import aiosqlite
 
 from reeve_lite.models import Attempt, Missed, OnMissed, Priority, Pulse, Status
-from reeve_lite.policy import After, Miss, Review
+from reeve_lite.policy import DEFAULT_KEY, After, Miss, Review
 
 # Each entry moves the schema one version forward; never edit a released step.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -164,8 +164,6 @@ _OUR_TABLES = {"pulses", "attempts", "misses"}
 BUSY_TIMEOUT_MS = 100
 # How long a write waits for the database's write lock before it is refused.
 WRITE_WAIT_S = 5.0
-# The concurrency key of pulses without one: they share the Desk.
-DEFAULT_KEY = "desk"
 MAX_ATTEMPTS_SHOWN = 50
 MAX_MISSES_SHOWN = 50
 

@@ -32,9 +32,17 @@ from hypothesis.stateful import (
 from reeve_lite.config import load_settings
 from reeve_lite.executor import Executor
 from reeve_lite.models import OnMissed, Priority, Pulse, Status
-from reeve_lite.policy import After, Policy, after_failure, after_success, deadline_for, review
+from reeve_lite.policy import (
+    DEFAULT_KEY,
+    After,
+    Policy,
+    after_failure,
+    after_success,
+    deadline_for,
+    review,
+)
 from reeve_lite.scheduler import Scheduler
-from reeve_lite.store import DEFAULT_KEY, Claim, NewPulse, NotFound, NotPending, Outcome, Store
+from reeve_lite.store import Claim, NewPulse, NotFound, NotPending, Outcome, Store
 from tests.report import record
 
 T = TypeVar("T")
