@@ -23,14 +23,17 @@ run: $(STAMP)
 	  export REEVE_LITE_AGENT_COMMAND="$(abspath $(BIN))/reeve-lite echo-agent"; \
 	fi; exec $(BIN)/reeve-lite serve
 
-# The fast tier; pytest's "no tests collected" (5) is not a failure. Four workers
-# even on two cores: most of the time is spent waiting on daemon subprocesses.
-test: $(STAMP)
-	@$(BIN)/pytest -q -n 4; rc=$$?; [ $$rc -eq 5 ] && { echo "no tests collected"; rc=0; }; exit $$rc
+# pytest's "no tests collected" (5) is not a failure.
+PYTEST_DONE = rc=$$?; [ $$rc -eq 5 ] && { echo "no tests collected"; rc=0; }; exit $$rc
 
-# Tests that wait on real time (cron minute boundaries).
+# The fast tier: tests/unit (no daemon) and tests/daemon (a real daemon subprocess).
+# Four workers even on two cores: most of the time is spent waiting on daemons.
+test: $(STAMP)
+	@$(BIN)/pytest -q -n 4; $(PYTEST_DONE)
+
+# Tests that wait on real time (cron minute boundaries) or flood the daemon.
 test-slow: $(STAMP)
-	@$(BIN)/pytest -q -m slow; rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
+	@$(BIN)/pytest -q -m slow; $(PYTEST_DONE)
 
 # The real Claude Code and hapi from the npm registry (pinned; installed once under
 # /var/cache/reeve-lite-test), against a local stand-in for the Anthropic API.
@@ -83,4 +86,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info build dist

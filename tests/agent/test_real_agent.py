@@ -20,10 +20,10 @@ from reeve_lite.processes import processes_of_attempt
 from tests.agent.clis import CLAUDE_VERSION, HAPI_VERSION, Clis
 from tests.agent.conftest import Hub, agent_settings
 from tests.conftest import Daemon, wait_for
+from tests.daemon.test_doctor import doctor
 from tests.fake_anthropic import ERRORS, FakeAnthropic
 from tests.fake_telegram import BOT_TOKEN, FakeTelegram
 from tests.report import record
-from tests.test_doctor import doctor
 
 pytestmark = pytest.mark.agent
 

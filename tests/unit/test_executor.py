@@ -26,7 +26,7 @@ from reeve_lite.runners import (
     unenforced_limits,
 )
 from tests.conftest import FakeAgent, wait_for
-from tests.test_scheduler import settings_for
+from tests.unit.test_scheduler import settings_for
 
 
 def test_sticky_notes_are_added_under_reminders() -> None:

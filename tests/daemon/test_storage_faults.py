@@ -23,8 +23,8 @@ import pytest
 
 from reeve_lite.client import ApiFailure
 from tests.conftest import Daemon, clean_env, wait_for
+from tests.daemon.test_systemd_protocols import NotifySocket
 from tests.report import record
-from tests.test_systemd_protocols import NotifySocket
 
 # Holds the database's write lock (BEGIN EXCLUSIVE) until its stdin is closed.
 HOLD_LOCK = """

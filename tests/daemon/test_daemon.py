@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from reeve_lite.client import ApiFailure
+from reeve_lite.store import SCHEMA_VERSION
 from tests.conftest import TOKEN, Daemon, clean_env, wait_for
 from tests.report import record
 
@@ -380,7 +381,7 @@ def test_durable_settings_of_the_database(daemon: Daemon) -> None:
     db = sqlite3.connect(daemon.db)
     try:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     finally:
         db.close()

@@ -14,7 +14,7 @@ import pytest
 
 from reeve_lite.client import ApiFailure
 from tests.conftest import Daemon, serve_once
-from tests.test_mcp import call, mcp_session
+from tests.daemon.test_mcp import call, mcp_session
 
 
 def cli(daemon: Daemon, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

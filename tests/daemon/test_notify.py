@@ -8,8 +8,8 @@ import pytest
 
 from reeve_lite.telegram import MAX_TEXT, split_text
 from tests.conftest import Daemon
+from tests.daemon.test_mcp import call, mcp_session
 from tests.fake_telegram import BOT_TOKEN, FakeTelegram
-from tests.test_mcp import call, mcp_session
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from reeve_lite.api import OPERATIONS
 from reeve_lite.config import SETTINGS
 from tests.conftest import TOKEN, Daemon, clean_env
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 README = (ROOT / "README.md").read_text()
 API = (ROOT / "docs" / "api.md").read_text()
 OPERATIONS_DOC = (ROOT / "docs" / "operations.md").read_text()

@@ -14,8 +14,8 @@ import pytest
 
 from reeve_lite.backup import BackupError, backup
 from tests.conftest import Daemon, clean_env, wait_for
+from tests.daemon.test_cli import cli
 from tests.report import record
-from tests.test_cli import cli
 
 
 def test_backup_while_the_daemon_writes(daemon: Daemon, tmp_path: Path) -> None:

@@ -1,0 +1,1 @@
+"""Tests against a real daemon subprocess (its socket, its CLI, its MCP server)."""
