@@ -163,11 +163,24 @@ class Executor:
             return True
         socket = self.settings.socket
         if ref.pid is None:
-            return kill_attempt_processes(ref.attempt_id, socket)
-        if process_runs_attempt(ref.pid, ref.attempt_id, socket):
-            kill_tree(ref.pid)
-            return True
-        return False
+            killed = kill_attempt_processes(ref.attempt_id, socket)
+        elif process_runs_attempt(ref.pid, ref.attempt_id, socket):
+            killed = kill_tree(ref.pid) or True
+        else:
+            return False
+        await self._gone(ref.attempt_id)
+        return killed
+
+    async def _gone(self, attempt_id: int) -> None:
+        """Wait until no process runs the attempt any more (up to KILL_GRACE): a
+        SIGKILL takes effect a moment later, and the check before the pulse's retry
+        must not find the orphan still dying and refuse to start."""
+        end = time.monotonic() + KILL_GRACE
+        while processes_of_attempt(attempt_id, self.settings.socket):
+            if time.monotonic() >= end:
+                log.warning("attempt=%d: its processes outlive SIGKILL", attempt_id)
+                return
+            await asyncio.sleep(0.02)
 
     async def run(
         self,
