@@ -17,12 +17,13 @@ detaches a helper with `setsid()`, as hapi does) are stopped.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +44,7 @@ from reeve_lite.processes import (
     processes_of_attempt,
     stop_attempt_processes,
 )
-from reeve_lite.runners import AttemptRef, make_runner
+from reeve_lite.runners import AttemptRef, Launch, make_runner
 from reeve_lite.systemd import JournalLines, journal_attached
 
 log = logging.getLogger(__name__)
@@ -208,32 +209,13 @@ class Executor:
             self._env, pulse_id=ref.pulse_id, attempt_id=ref.attempt_id, socket=s.socket
         )
         launch = self.runner.launch(argv, env, ref, s)
-        if (wait := deadline - time.monotonic()) > 0:
-            # At most the scheduler's claim lead (25 ms): a plain sleep is the most
-            # punctual wake-up, and a stop that came meanwhile is honoured below.
-            # asyncio's timers fire 0.5 to 2 ms late (epoll takes whole milliseconds,
-            # rounded up twice): wake SPIN_LEAD early, then yield to the loop until
-            # the instant (other tasks still run; the spin costs at most SPIN_LEAD).
-            await asyncio.sleep(max(0.0, wait - SPIN_LEAD))
-            while time.monotonic() < deadline and not stop.is_set():  # noqa: ASYNC110 - a spin, not a wait
-                await asyncio.sleep(0)
+        await _until(deadline, stop)
         if stop.is_set():
             return RunReport(time.time(), 0, None, True, STOPPED, StreamState(), "", stopped=True)
         started = time.time()
         t0 = time.monotonic()
         try:
-            s.desk.mkdir(parents=True, exist_ok=True)
-            proc = await asyncio.create_subprocess_exec(
-                *launch.argv,
-                cwd=s.desk,
-                env=launch.env,
-                stdin=asyncio.subprocess.PIPE
-                if self.profile.prompt_on_stdin
-                else asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
-            )
+            proc = await self._spawn(launch)
         except OSError as exc:
             reason = _spawn_error(self.profile, exc, s.desk)
             return RunReport(started, 0, None, True, reason, StreamState(), "")
@@ -286,17 +268,50 @@ class Executor:
                 journal.close()
             if not waiter.done():
                 await self._terminate(proc.pid, waiter)
-        code = proc.returncode
-        duration_ms = int((time.monotonic() - t0) * 1000)
-        tail_text, unit_result = self.runner.result(tail.decode("utf-8", "replace"))
-        if unit_result == "timeout":
-            timed_out = True  # systemd stopped the unit at RuntimeMaxSec
+        return self._report(
+            RunReport(
+                started_at=spawned,
+                duration_ms=int((time.monotonic() - t0) * 1000),
+                exit_code=proc.returncode,
+                failed=False,
+                error=None,
+                stream=stream,
+                output_tail=tail.decode("utf-8", "replace"),
+                timed_out=timed_out,
+                stopped=stopped,
+                leftovers=leftovers,
+            ),
+            private,
+        )
+
+    async def _spawn(self, launch: Launch) -> asyncio.subprocess.Process:
+        """Start the launch in the Desk, in a session (a process group) of its own."""
+        self.settings.desk.mkdir(parents=True, exist_ok=True)
+        return await asyncio.create_subprocess_exec(
+            *launch.argv,
+            cwd=self.settings.desk,
+            env=launch.env,
+            stdin=asyncio.subprocess.PIPE
+            if self.profile.prompt_on_stdin
+            else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def _report(self, raw: RunReport, private: Sequence[str]) -> RunReport:
+        """The run's report with the verdict: the agent's protocol, then the runner's
+        own word on the unit (systemd's timeout or OOM kill)."""
+        s = self.settings
+        tail, unit_result = self.runner.result(raw.output_tail)
+        # systemd stopped the unit at RuntimeMaxSec.
+        timed_out = raw.timed_out or unit_result == "timeout"
         verdict = judge(
-            code,
-            stream,
-            tail_text,
+            raw.exit_code,
+            raw.stream,
+            tail,
             timed_out=timed_out,
-            stopped=stopped,
+            stopped=raw.stopped,
             timeout=s.agent_timeout,
             program=self.profile.program,
             private=private,
@@ -304,18 +319,13 @@ class Executor:
         error = verdict.error
         if unit_result == "oom-kill":
             error = f"killed for using more memory than MemoryMax={s.scope_memory_max}"
-        return RunReport(
-            started_at=spawned,
-            duration_ms=duration_ms,
-            exit_code=code,
+        return dataclasses.replace(
+            raw,
             failed=error is not None,
             error=error,
-            stream=stream,
-            output_tail=tail_text,
+            output_tail=tail,
             timed_out=timed_out,
-            stopped=stopped,
             session_gone=verdict.session_gone,
-            leftovers=leftovers,
         )
 
     async def _terminate(self, pgid: int, waiter: asyncio.Task[int]) -> None:
@@ -361,6 +371,22 @@ class Executor:
             stream.feed(bytes(line))
             if journal is not None:
                 journal.send(bytes(line))
+
+
+async def _until(deadline: float, stop: asyncio.Event) -> None:
+    """Wait until the monotonic instant `deadline`, or until `stop` is set.
+
+    At most the scheduler's claim lead (25 ms): a plain sleep is the most
+    punctual wake-up, and a stop that came meanwhile is honoured after it.
+    asyncio's timers fire 0.5 to 2 ms late (epoll takes whole milliseconds,
+    rounded up twice): wake SPIN_LEAD early, then yield to the loop until the
+    instant (other tasks still run; the spin costs at most SPIN_LEAD).
+    """
+    if (wait := deadline - time.monotonic()) <= 0:
+        return
+    await asyncio.sleep(max(0.0, wait - SPIN_LEAD))
+    while time.monotonic() < deadline and not stop.is_set():  # noqa: ASYNC110 - a spin, not a wait
+        await asyncio.sleep(0)
 
 
 async def _feed(pipe: asyncio.StreamWriter, data: bytes) -> None:
