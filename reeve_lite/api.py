@@ -18,7 +18,6 @@ import json
 import logging
 import re
 import socket
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -68,7 +67,7 @@ from reeve_lite.recurrence import (
     occurrences_between,
 )
 from reeve_lite.scheduler import Scheduler
-from reeve_lite.store import MAX_ATTEMPTS_SHOWN, NotFound, NotPending, Store, failure_kind
+from reeve_lite.store import MAX_ATTEMPTS_SHOWN, DatabaseError, NotFound, NotPending, Store
 from reeve_lite.telegram import BotApi, Link, TelegramError
 from reeve_lite.timeparse import (
     TimeParseError,
@@ -769,8 +768,8 @@ def _authorized(request: web.Request, settings: Settings) -> bool:
     )
 
 
-def _database_error(exc: sqlite3.Error) -> ApiError:
-    kind = failure_kind(exc)
+def _database_error(exc: DatabaseError) -> ApiError:
+    kind = exc.kind
     if kind == "full":
         return ApiError(507, "disk_full", "the database's disk is full; nothing was changed")
     if kind == "busy":
@@ -802,7 +801,7 @@ async def _errors(
         return error_response(ApiError(status, exc.code, exc.message, exc.field))
     except RecurrenceError as exc:
         return error_response(ApiError(422, "invalid_field", str(exc), exc.field))
-    except sqlite3.Error as exc:
+    except DatabaseError as exc:
         log.error("%s %s: database error: %s", request.method, request.path, exc)
         return error_response(_database_error(exc))
     except web.HTTPException as exc:

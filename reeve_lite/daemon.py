@@ -10,7 +10,6 @@ import logging
 import os
 import signal
 import socket
-import sqlite3
 import stat
 import time
 from collections.abc import Callable, Coroutine
@@ -27,7 +26,7 @@ from reeve_lite.config import RESTART_ONLY, ConfigError, Settings
 from reeve_lite.executor import Executor, watch_children_with_pidfd
 from reeve_lite.guard import AcceptErrorFilter, Guard, per_listener_cap, raise_nofile_limit
 from reeve_lite.scheduler import Scheduler
-from reeve_lite.store import Store, StoreError, lock_writer
+from reeve_lite.store import DatabaseError, Store, StoreError, lock_writer
 from reeve_lite.systemd import Notifier, listen_sockets, socket_activated, watchdog_period
 from reeve_lite.telegram import BotApi
 from reeve_lite.timeparse import format_duration
@@ -177,7 +176,7 @@ class Daemon:
         try:
             recovered = await scheduler.recover()
             missed = await scheduler.review_missed()
-        except sqlite3.Error as exc:  # e.g. a full disk: nothing can be recorded yet
+        except DatabaseError as exc:  # e.g. a full disk: nothing can be recorded yet
             raise StartupError(f"cannot write to the database {s.db}: {exc}") from None
         if recovered:
             log.warning("recovered %d attempt(s) interrupted by the last stop", recovered)
@@ -282,7 +281,7 @@ class Daemon:
             await asyncio.sleep(period)
             try:
                 line = await asyncio.wait_for(self._status_line(store, scheduler), period)
-            except (TimeoutError, sqlite3.Error) as exc:
+            except (TimeoutError, DatabaseError) as exc:
                 log.warning("the database did not answer the watchdog check: %r", exc)
                 continue
             self.notifier.send("WATCHDOG=1", f"STATUS={line}")
@@ -296,7 +295,7 @@ class Daemon:
             scheduler.changed.clear()
             try:
                 line = await self._status_line(store, scheduler)
-            except sqlite3.Error:
+            except DatabaseError:
                 continue
             if line != last:
                 self.notifier.send(f"STATUS={line}")

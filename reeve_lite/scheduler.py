@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ from reeve_lite.policy import (
     review,
 )
 from reeve_lite.runners import AttemptRef
-from reeve_lite.store import Claim, Outcome, Store
+from reeve_lite.store import Claim, DatabaseError, Outcome, Store
 from reeve_lite.walltimer import WallTimer
 
 log = logging.getLogger(__name__)
@@ -255,7 +254,7 @@ class Scheduler:
                 wake_at = await self._next_wake()
                 if wake_at is not None:
                     timeout = max(0.0, (wake_at - self.clock()).total_seconds())
-            except sqlite3.Error as exc:
+            except DatabaseError as exc:
                 self.last_error = f"database: {exc}"
                 log.error("scheduler cannot read the queue: %s; trying again in 1s", exc)
                 timeout = 1.0
@@ -325,7 +324,7 @@ class Scheduler:
             )
             try:
                 await self.store.mark_started(claim.attempt_id, pid=pid, started_at=run.started_at)
-            except sqlite3.Error as exc:
+            except DatabaseError as exc:
                 # The run goes on; only an orphan after a crash could not be found.
                 log.warning("pulse=%d: cannot record the agent's pid: %s", pulse.pulse_id, exc)
 
@@ -451,7 +450,7 @@ class Scheduler:
             try:
                 await self.store.finish(claim.attempt_id, outcome)
                 return
-            except sqlite3.Error as exc:
+            except DatabaseError as exc:
                 self.last_error = f"database: {exc}"
                 if self._closing:
                     log.error(

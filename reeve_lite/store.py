@@ -192,6 +192,25 @@ class Locked(StoreError):
     """Another daemon holds the database."""
 
 
+class DatabaseError(StoreError):
+    """SQLite could not do it (SQLite's error is the cause). `kind` says what that
+    means for the caller: "full" (the disk is full), "busy" (another process holds
+    a lock; try again) or "error" (anything else)."""
+
+    def __init__(self, exc: sqlite3.Error) -> None:
+        super().__init__(str(exc))
+        self.kind = _failure_kind(exc)
+
+
+def _ours(exc: BaseException) -> BaseException:
+    """`exc` as callers of the store see it: an SQLite error becomes a DatabaseError."""
+    if isinstance(exc, sqlite3.Error):
+        error = DatabaseError(exc)
+        error.__cause__ = exc
+        return error
+    return exc
+
+
 def check_ours(path: Path) -> None:
     """Raise StoreError, having changed nothing, unless `path` is missing, empty, an
     empty SQLite database, or a reeve-lite database of a schema this code knows."""
@@ -251,7 +270,7 @@ def check_ours(path: Path) -> None:
         )
 
 
-def failure_kind(exc: sqlite3.Error) -> str:
+def _failure_kind(exc: sqlite3.Error) -> str:
     """What a database error means for a request: "full" (the disk is full),
     "busy" (another process holds a lock; try again), or "error" (anything else)."""
     code = getattr(exc, "sqlite_errorcode", None)
@@ -641,14 +660,19 @@ class Store:
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        await self._begin()
+        try:
+            await self._begin()
+        except sqlite3.Error as exc:
+            raise _ours(exc) from exc
         try:
             yield self._db
             await self._db.execute("COMMIT")
-        except BaseException:
+        except BaseException as exc:
             # SQLite may have rolled back already (a failed COMMIT); make sure.
             with contextlib.suppress(sqlite3.Error):
                 await self._db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise _ours(exc) from exc
             raise
         finally:
             self._lock.release()
@@ -681,7 +705,10 @@ class Store:
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[aiosqlite.Connection]:
         async with self._lock:
-            yield self._db
+            try:
+                yield self._db
+            except sqlite3.Error as exc:
+                raise _ours(exc) from exc
 
     async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         """The rows of one read (one round trip to the connection's thread)."""
@@ -763,7 +790,7 @@ class Store:
                 # create waiting now hears so, and nothing was written.
                 for _, _, waiter in self._creates:
                     if not waiter.done():
-                        waiter.set_exception(exc)
+                        waiter.set_exception(_ours(exc))
                 self._creates.clear()
                 return
             try:
@@ -792,7 +819,7 @@ class Store:
                     except (sqlite3.Error, ValueError) as exc:
                         # Undo this item only; if even that fails, the batch fails.
                         await db.execute("ROLLBACK TO create_one")
-                        failed.append((waiter, exc))
+                        failed.append((waiter, _ours(exc)))
                     else:
                         done.append((waiter, result))
                 await db.execute("COMMIT")
@@ -805,7 +832,7 @@ class Store:
             # Nothing of the batch is durable: every waiter hears so.
             for _, _, waiter in batch:
                 if not waiter.done():
-                    waiter.set_exception(exc)
+                    waiter.set_exception(_ours(exc))
             return
         except BaseException as exc:
             for _, _, waiter in batch:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from reeve_lite.store import NewPulse, Store
+from reeve_lite.store import DatabaseError, NewPulse, Store
 from tests.report import record
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -67,7 +67,8 @@ async def test_one_failing_create_does_not_fail_the_batch(db: Path) -> None:
         )
     finally:
         await store.close()
-    assert isinstance(results[1], sqlite3.IntegrityError)
+    assert isinstance(results[1], DatabaseError)
+    assert isinstance(results[1].__cause__, sqlite3.IntegrityError)
     assert "refused" in str(results[1])
     assert isinstance(results[3], ValueError)
     assert [r[0].prompt for r in results if isinstance(r, tuple)] == ["a", "b", "c"]
@@ -94,7 +95,10 @@ async def test_a_failed_commit_fails_every_waiter_and_keeps_nothing(db: Path) ->
         _, created = await store.create(new("after"), now=NOW)
     finally:
         await store.close()
-    assert all(isinstance(r, sqlite3.IntegrityError) for r in results), results
+    assert all(
+        isinstance(r, DatabaseError) and isinstance(r.__cause__, sqlite3.IntegrityError)
+        for r in results
+    ), results
     assert created
     assert committed(db) == ["after"]
     record("group commit", "COMMIT of a batch of 4 fails", "all 4 waiters failed, none durable")

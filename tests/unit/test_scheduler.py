@@ -18,7 +18,7 @@ from reeve_lite.models import Pulse, Status
 from reeve_lite.policy import After
 from reeve_lite.runners import AttemptRef
 from reeve_lite.scheduler import Scheduler, retry_delay
-from reeve_lite.store import NewPulse, Outcome, Store
+from reeve_lite.store import DatabaseError, NewPulse, Outcome, Store
 from tests.conftest import FakeAgent
 from tests.report import record
 
@@ -161,7 +161,7 @@ async def test_a_refused_finish_is_retried_not_left_processing(
     async def flaky_finish(attempt_id: int, outcome):  # type: ignore[no-untyped-def]
         if len(refusals) < 2:
             refusals.append(attempt_id)
-            raise sqlite3.OperationalError("database is locked")
+            raise DatabaseError(sqlite3.OperationalError("database is locked"))
         return await real_finish(attempt_id, outcome)
 
     monkeypatch.setattr(loop.store, "finish", flaky_finish)
@@ -180,7 +180,7 @@ async def test_a_refused_start_record_does_not_stop_the_run(
     loop: Loop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async def refuse(*args, **kwargs):  # type: ignore[no-untyped-def]
-        raise sqlite3.OperationalError("disk I/O error")
+        raise DatabaseError(sqlite3.OperationalError("disk I/O error"))
 
     monkeypatch.setattr(loop.store, "mark_started", refuse)
     created, _ = await loop.store.create(NewPulse(prompt="ok", scheduled_at=NOW), now=NOW)

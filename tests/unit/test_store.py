@@ -467,9 +467,11 @@ async def test_a_write_waiting_for_the_lock_lets_reads_through(
     monkeypatch.setattr(store_module, "WRITE_WAIT_S", 0.2)
     holder.execute("BEGIN IMMEDIATE")
     try:
-        with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+        with pytest.raises(store_module.DatabaseError, match="database is locked") as caught:
             await store.create(new("refused"), now=NOW)
     finally:
         holder.execute("ROLLBACK")
         holder.close()
+    assert caught.value.kind == "busy"  # what the API answers 503 database_busy for
+    assert isinstance(caught.value.__cause__, sqlite3.OperationalError)
     assert await store.count_pending() == 2
