@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from reeve_lite.config import Settings, load_settings
-from reeve_lite.models import Priority, Pulse, PulseCreate, Status
+from reeve_lite.models import PulseCreate
 from reeve_lite.planning import MAX_JITTER, PlanError, TooLarge, TooMany, plan, plan_move
+from tests.unit.test_policy import make
 
 # A Monday, 10:00:30 UTC.
 NOW = datetime(2026, 11, 30, 10, 0, 30, tzinfo=UTC)
@@ -154,25 +155,11 @@ def test_the_prompt_with_its_notes_is_bounded(settings: Settings) -> None:
 
 
 def test_a_move_past_the_pulses_end_is_refused(settings: Settings) -> None:
-    current = Pulse(
-        pulse_id=1,
+    current = make(
         scheduled_at=NOW + timedelta(hours=1),
-        prompt="p",
-        priority=Priority.NORMAL,
-        status=Status.PENDING,
-        source="api",
-        tags=[],
-        session_id=None,
-        sticky_notes=[],
-        retry_count=0,
-        max_retries=3,
-        cron=None,
-        timezone=None,
-        idempotency_key=None,
         created_at=NOW,
         updated_at=NOW,
-        last_error=None,
-        occurrence_at=NOW + timedelta(hours=1),
+        timezone=None,
         expires_after=600.0,
         expires_at=NOW + timedelta(hours=2),
     )
