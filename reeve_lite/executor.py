@@ -38,7 +38,6 @@ from reeve_lite.agent import (
 )
 from reeve_lite.config import Settings
 from reeve_lite.processes import (
-    kill_attempt_processes,
     kill_tree,
     process_runs_attempt,
     processes_of_attempt,
@@ -164,7 +163,7 @@ class Executor:
             return True
         socket = self.settings.socket
         if ref.pid is None:
-            killed = kill_attempt_processes(ref.attempt_id, socket)
+            killed = stop_attempt_processes(ref.attempt_id, socket) > 0
         elif process_runs_attempt(ref.pid, ref.attempt_id, socket):
             killed = kill_tree(ref.pid) or True
         else:

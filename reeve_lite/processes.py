@@ -54,18 +54,6 @@ def processes_of_attempt(attempt_id: int, socket: Path) -> list[int]:
     ]
 
 
-def kill_attempt_processes(attempt_id: int, socket: Path) -> bool:
-    """Kill the process group of every process started for `attempt_id` by the
-    daemon of `socket`; False when none is left."""
-    killed = False
-    for pid in processes_of_attempt(attempt_id, socket):
-        try:
-            killed = kill_tree(os.getpgid(pid)) or killed
-        except ProcessLookupError:
-            continue
-    return killed
-
-
 def command_name(pid: int) -> str:
     """The process's command name (its pid when it cannot be read)."""
     try:

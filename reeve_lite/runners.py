@@ -164,10 +164,6 @@ class Runner:
         """The configured limits that cannot be enforced where runs go."""
         return []
 
-    def unit(self, ref: AttemptRef) -> str | None:
-        """The transient unit of an attempt (None: it runs in none)."""
-        return None
-
     def launch(
         self, argv: Sequence[str], env: Mapping[str, str], ref: AttemptRef, settings: Settings
     ) -> Launch:
@@ -200,7 +196,8 @@ class _SystemdRunner(Runner):
     def unenforced(self, settings: Settings) -> list[str]:
         return unenforced_limits(settings, self.manager)
 
-    def unit(self, ref: AttemptRef) -> str | None:
+    def _unit(self, ref: AttemptRef) -> str:
+        """The attempt's transient unit: reeve-pulse-PULSE-NUMBER.scope or .service."""
         return f"{ref.name}.{self.mode}"
 
     async def _active(self, unit: str) -> bool:
@@ -227,13 +224,13 @@ class ScopeRunner(_SystemdRunner):
     def launch(
         self, argv: Sequence[str], env: Mapping[str, str], ref: AttemptRef, settings: Settings
     ) -> Launch:
-        unit = f"{ref.name}.scope"
+        unit = self._unit(ref)
         prefix = scope_argv(settings, user=self.manager.user, unit=unit)
         return Launch([*prefix, *argv], dict(env), settings.agent_timeout)
 
     async def sweep(self, ref: AttemptRef) -> None:
         # A scope outlives its main process while anything else is left in it.
-        unit = f"{ref.name}.scope"
+        unit = self._unit(ref)
         if await self._active(unit):
             await self._systemctl("stop", unit)
 
@@ -247,17 +244,17 @@ class ServiceRunner(_SystemdRunner):
     def launch(
         self, argv: Sequence[str], env: Mapping[str, str], ref: AttemptRef, settings: Settings
     ) -> Launch:
-        unit = f"{ref.name}.service"
+        unit = self._unit(ref)
         timeout = settings.agent_timeout
         prefix = service_argv(settings, unit=unit, names=sorted(env), timeout=timeout)
         # systemd enforces RuntimeMaxSec; the executor's own wait is the backstop.
         return Launch([*prefix, *escape_for_unit(argv)], {**env, **self.manager.env}, timeout + 5)
 
     async def cut(self, ref: AttemptRef) -> None:
-        await self._systemctl("stop", f"{ref.name}.service")
+        await self._systemctl("stop", self._unit(ref))
 
     async def alive(self, ref: AttemptRef) -> bool:
-        return await self._active(f"{ref.name}.service")
+        return await self._active(self._unit(ref))
 
     def result(self, output: str) -> tuple[str, str | None]:
         return _without_systemd_run_lines(output), _unit_result(output)
