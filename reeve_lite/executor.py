@@ -69,7 +69,7 @@ _SECRET_VARIABLES = (
 MAX_LINE = 1024 * 1024  # a longer line is not parsed (a result event is far shorter)
 KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL of the tree
 READ_CHUNK = 65536
-# How far ahead of a due instant the event loop wakes the run (see `Executor.run`).
+# How far ahead of a due instant the event loop wakes the run (see `_until`).
 SPIN_LEAD = 0.003
 
 
@@ -162,14 +162,17 @@ class Executor:
             await self.runner.cut(ref)
             return True
         socket = self.settings.socket
-        if ref.pid is None:
-            killed = stop_attempt_processes(ref.attempt_id, socket) > 0
-        elif process_runs_attempt(ref.pid, ref.attempt_id, socket):
-            killed = kill_tree(ref.pid) or True
-        else:
+        running = False
+        if ref.pid is not None and process_runs_attempt(ref.pid, ref.attempt_id, socket):
+            kill_tree(ref.pid)
+            running = True
+        # With the agent, whatever it detached with setsid() (found by the attempt's
+        # id); without a recorded pid, that is how the agent itself is found.
+        found = stop_attempt_processes(ref.attempt_id, socket)
+        if not running and not found:
             return False
         await self._gone(ref.attempt_id)
-        return killed
+        return True
 
     async def _gone(self, attempt_id: int) -> None:
         """Wait until no process runs the attempt any more (up to KILL_GRACE): a

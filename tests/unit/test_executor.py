@@ -17,6 +17,7 @@ import pytest
 from reeve_lite.agent import Brief, StreamState, compose_prompt
 from reeve_lite.config import Settings
 from reeve_lite.executor import Executor, RunReport
+from reeve_lite.processes import process_runs_attempt
 from reeve_lite.runners import (
     AttemptRef,
     Manager,
@@ -494,6 +495,33 @@ async def test_an_orphan_without_a_recorded_pid_is_found_by_its_attempt(
         for proc in (ours, theirs):
             proc.kill()
             proc.wait()
+
+
+async def test_an_orphan_with_its_pid_is_stopped_with_what_it_detached(
+    tmp_path: Path, fake_agent: FakeAgent, agent_env: dict[str, str]
+) -> None:
+    # The agent's pid was recorded, but it had detached a helper with setsid()
+    # (as hapi's runner is): both are gone once the orphan is stopped.
+    settings = settings_for(tmp_path, fake_agent)
+    helper_pid = tmp_path / "helper.pid"
+    script = (
+        "import subprocess, sys, time; "
+        "h = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], "
+        "start_new_session=True); "
+        f"open({str(helper_pid)!r}, 'w').write(str(h.pid)); time.sleep(60)"
+    )
+    env = agent_env | {"REEVE_ATTEMPT_ID": "4711", "REEVE_LITE_SOCKET": str(settings.socket)}
+    agent = subprocess.Popen([sys.executable, "-c", script], env=env, start_new_session=True)
+    try:
+        helper = int(wait_for(lambda: helper_pid.exists() and helper_pid.read_text(), 5, "helper"))
+        assert os.getpgid(helper) != os.getpgid(agent.pid)  # out of the agent's group
+        executor = Executor(settings, env=agent_env)
+        assert await executor.stop_orphan(AttemptRef(7, 4711, 1, pid=agent.pid))
+        assert agent.wait(timeout=5) == -9
+        assert not process_runs_attempt(helper, 4711, settings.socket), "the helper still runs"
+    finally:
+        agent.kill()
+        agent.wait()
 
 
 async def test_a_delayed_run_never_starts_before_its_instant(
