@@ -55,9 +55,9 @@ from reeve_lite.planning import (
     PlanError,
     TooLarge,
     TooMany,
-    is_self,
-    plan,
+    place,
     plan_move,
+    prepare,
     when_of,
 )
 from reeve_lite.recurrence import (
@@ -275,10 +275,11 @@ def with_fire_times(pulse: Pulse) -> Pulse:
 async def trigger(request: web.Request, ctx: Context) -> web.Response:
     """Create a pulse."""
     body: PulseCreate = await _body(request, PulseCreate, ctx)
-    now = ctx.scheduler.clock()
+    draft = prepare(body, settings=ctx.settings)
     # The agent's own pending pulses: for spacing a paced one and for the count bound.
-    own = await ctx.store.pending_times(body.source) if is_self(body.source) else []
-    new = plan(body, settings=ctx.settings, now=now, own=own)
+    own = await ctx.store.pending_times(body.source) if draft.mine else []
+    now = ctx.scheduler.clock()
+    new = place(draft, now=now, own=own)
     pulse, created = await ctx.store.create(new, now=now)
     if created:
         soonest = (

@@ -75,29 +75,59 @@ class _Recurrence:
     scheduled_at_given: bool  # scheduled_at named a time (not a recurrence in words)
 
 
-def plan(
-    body: PulseCreate, *, settings: Settings, now: datetime, own: Sequence[datetime] = ()
-) -> NewPulse:
-    """The pulse `body` asks for, created at `now`.
+@dataclass(frozen=True)
+class Draft:
+    """A request that passed every check that needs neither the clock nor the
+    queue; `place` gives it its time."""
 
-    `own` are the due times of the requester's pending pulses when it is the agent
-    itself (`is_self`): a paced pulse is spaced from them, and their number is bounded.
-    """
-    s = settings
-    _check_size(body, s.max_prompt_bytes)
+    body: PulseCreate
+    settings: Settings
+    recurrence: _Recurrence
+    expires_after: float | None
+    jitter: float
+    paced: bool
+
+    @property
+    def mine(self) -> bool:
+        """Whether it is the agent's own (`place` then needs its pending pulses)."""
+        return is_self(self.body.source)
+
+
+def prepare(body: PulseCreate, *, settings: Settings) -> Draft:
+    """Check `body` as far as it can be without the clock or the queue: its size,
+    its recurrence and zone, its expiry and jitter, pace against a time."""
+    _check_size(body, settings.max_prompt_bytes)
     rec = _recurrence(body)
-    cron = rec.cron
-    zone = s.zone if rec.zone_name is None else load_zone(rec.zone_name)
-    expires_after = _expires_after(body, s)
-    jitter = _jitter(body, cron)
+    expires_after = _expires_after(body, settings)
+    jitter = _jitter(body, rec.cron)
     paced = body.pace_min is not None or body.pace_max is not None
-    if paced and (rec.scheduled_at_given or cron is not None):
+    if paced and (rec.scheduled_at_given or rec.cron is not None):
         raise PlanError(
             "invalid_field",
             "give either scheduled_at (or cron) or pace_min/pace_max, not both",
             "pace_min",
         )
-    mine = is_self(body.source)
+    return Draft(body, settings, rec, expires_after, jitter, paced)
+
+
+def plan(
+    body: PulseCreate, *, settings: Settings, now: datetime, own: Sequence[datetime] = ()
+) -> NewPulse:
+    """The pulse `body` asks for, created at `now` (`prepare`, then `place`)."""
+    return place(prepare(body, settings=settings), now=now, own=own)
+
+
+def place(draft: Draft, *, now: datetime, own: Sequence[datetime] = ()) -> NewPulse:
+    """The pulse `draft` becomes at `now`: its due time, occurrence and deadline.
+
+    `own` are the due times of the requester's pending pulses when it is the agent
+    itself (`Draft.mine`): a paced pulse is spaced from them, and their number is
+    bounded.
+    """
+    body, s, rec = draft.body, draft.settings, draft.recurrence
+    cron, expires_after, jitter, paced = rec.cron, draft.expires_after, draft.jitter, draft.paced
+    zone = s.zone if rec.zone_name is None else load_zone(rec.zone_name)
+    mine = draft.mine
     occurrence: datetime | None = None
     if paced:
         when = _paced(body, s, now, own, mine)

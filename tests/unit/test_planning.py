@@ -14,7 +14,15 @@ import pytest
 
 from reeve_lite.config import Settings, load_settings
 from reeve_lite.models import PulseCreate
-from reeve_lite.planning import MAX_JITTER, PlanError, TooLarge, TooMany, plan, plan_move
+from reeve_lite.planning import (
+    MAX_JITTER,
+    PlanError,
+    TooLarge,
+    TooMany,
+    plan,
+    plan_move,
+    prepare,
+)
 from tests.unit.test_policy import make
 
 # A Monday, 10:00:30 UTC.
@@ -170,3 +178,16 @@ def test_a_move_past_the_pulses_end_is_refused(settings: Settings) -> None:
         plan_move(current, "in 3 hours", settings=settings, now=NOW)
     assert caught.value.field == "scheduled_at"
     assert "could never run" in caught.value.message
+
+
+def test_what_needs_no_clock_nor_queue_is_checked_first(settings: Settings) -> None:
+    """The API reads the agent's pending pulses only for a request that `prepare`
+    passed: a bad one is refused without touching the database."""
+    with pytest.raises(TooLarge):
+        prepare(body(source="reeve", prompt="x" * 2000), settings=settings)
+    with pytest.raises(PlanError) as caught:
+        prepare(body(source="reeve", jitter="5m"), settings=settings)
+    assert caught.value.field == "jitter"
+    draft = prepare(body(source="reeve", pace_min="1m", pace_max="5m"), settings=settings)
+    assert draft.mine
+    assert not prepare(body(source="api"), settings=settings).mine
