@@ -21,14 +21,16 @@ class BackupError(Exception):
 
 def backup(db: Path, directory: Path, *, keep: int, now: datetime | None = None) -> Path:
     """Copy `db` to `directory/reeve-lite-YYYYmmddTHHMMSSZ.db`; keep the newest `keep`."""
+    # Here, not at the top: the store brings aiosqlite and pydantic, which only the
+    # backup itself needs (the command's help and errors start without them).
+    from reeve_lite.store import StoreError, copy_file
+
     if not db.exists():
         raise BackupError(f"no database at {db}")
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
     target = directory / f"{PREFIX}{stamp}{SUFFIX}"
     partial = target.with_name(target.name + ".partial")
-    from reeve_lite.store import StoreError, copy_file
-
     try:
         os.close(os.open(partial, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600))
         verdict = copy_file(db, partial)
@@ -92,7 +94,14 @@ def restore(source: Path, db: Path, *, now: datetime | None = None) -> Path | No
                     os.replace(old, Path(str(kept) + suffix))
         partial = db.with_name(db.name + ".restoring")
         os.close(os.open(partial, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600))
-        copy_file(source, partial, read_only=True)
+        try:
+            verdict = copy_file(source, partial, read_only=True)
+        except StoreError as exc:
+            partial.unlink(missing_ok=True)
+            raise BackupError(f"cannot restore {source}: {exc}") from None
+        if verdict != "ok":
+            partial.unlink(missing_ok=True)
+            raise BackupError(f"the copy of {source} failed its integrity check: {verdict}")
         with open(partial, "rb+") as handle:
             os.fsync(handle.fileno())
         if os.geteuid() == 0:

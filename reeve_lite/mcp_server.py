@@ -205,6 +205,7 @@ class ScheduleArgs(_Args):
     comment: Annotated[
         str | None,
         Field(
+            min_length=1,
             max_length=2000,
             description="Why you scheduled it, for the user reading the queue; "
             "you do not get it back when the pulse runs (put that in the prompt).",

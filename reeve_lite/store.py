@@ -1003,7 +1003,9 @@ class Store:
                 (_ts(since),),
             )
         every = [(_dt(r[0]), bool(r[1]), r[2]) for r in totals]
-        return [(_attempt(r), pulses[r["pulse_id"]]) for r in rows], every
+        # An attempt without its pulse (a file edited with foreign keys off) is left out.
+        shown = [(_attempt(r), pulses[r["pulse_id"]]) for r in rows if r["pulse_id"] in pulses]
+        return shown, every
 
     async def pending_times(self, source: str) -> list[datetime]:
         """Due times of the pending pulses of `source`, earliest first (for pacing)."""
