@@ -69,6 +69,73 @@ def _parser() -> argparse.ArgumentParser:
     client = argparse.ArgumentParser(add_help=False, parents=[connection])
     client.add_argument("--json", action="store_true", help="print the JSON answer")
 
+    _add_schedule(sub, client)
+
+    p = sub.add_parser("list", parents=[client], help="list pulses")
+    p.add_argument("--status", choices=STATUSES, default="pending")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--offset", type=int, default=0)
+
+    for name, text in (("show", "show a pulse and its attempts"), ("cancel", "cancel a pulse")):
+        p = sub.add_parser(name, parents=[client], help=text)
+        p.add_argument("pulse_id", type=int, metavar="ID")
+
+    p = sub.add_parser("reschedule", parents=[client], help="move a pending pulse")
+    p.add_argument("pulse_id", type=int, metavar="ID")
+    p.add_argument("when", metavar="WHEN")
+
+    sub.add_parser("status", parents=[client], help="the daemon's queue summary")
+    p = sub.add_parser(
+        "agenda",
+        parents=[client],
+        help="every fire time of the coming days, by day",
+        description="Every fire time in the next days, recurring pulses expanded, grouped "
+        "by day in your time zone: time, priority, source, the prompt's first line, id.",
+    )
+    p.add_argument(
+        "--days", type=int, default=7, metavar="N", help="how many days ahead (default 7)"
+    )
+    p = sub.add_parser(
+        "history",
+        parents=[client],
+        help="recent runs, newest first, and totals per day",
+        description="Recent attempts, newest first (outcome, duration, cost, the first "
+        "line of the result or error), then runs, failures and cost per day.",
+    )
+    p.add_argument(
+        "--since",
+        metavar="DURATION|WHEN",
+        default="7d",
+        help="how far back: '3d', '12h', or a time such as 2026-11-01 (default 7d)",
+    )
+    p.add_argument(
+        "--limit", type=int, default=50, metavar="N", help="how many runs at most (default 50)"
+    )
+    sub.add_parser(
+        "telegram",
+        parents=[connection],
+        help="run the Telegram listener",
+        description="Long-poll the Telegram bot: a message from an allowed chat becomes an "
+        "immediate pulse.",
+    )
+    sub.add_parser(
+        "mcp",
+        parents=[connection],
+        help="serve MCP on stdio (for Claude Code)",
+        description="An MCP server on stdin/stdout whose tools schedule, list, "
+        "show, move and cancel pulses through the daemon.",
+    )
+    _add_maintenance(sub, connection)
+    for name, command in sub.choices.items():
+        command.description = command.description or _capital(command_help(sub, name))
+        if name in EXAMPLES:
+            command.epilog = "example:\n" + "\n".join(f"  {e}" for e in EXAMPLES[name])
+        command.formatter_class = argparse.RawDescriptionHelpFormatter
+    return parser
+
+
+def _add_schedule(sub: Any, client: argparse.ArgumentParser) -> None:
+    """`schedule`: every field of a pulse a user may set."""
     p = sub.add_parser(
         "schedule",
         parents=[client],
@@ -126,60 +193,10 @@ def _parser() -> argparse.ArgumentParser:
         "--comment", metavar="TEXT", help="for whoever reads the queue; not sent to the agent"
     )
 
-    p = sub.add_parser("list", parents=[client], help="list pulses")
-    p.add_argument("--status", choices=STATUSES, default="pending")
-    p.add_argument("--limit", type=int, default=50)
-    p.add_argument("--offset", type=int, default=0)
 
-    for name, text in (("show", "show a pulse and its attempts"), ("cancel", "cancel a pulse")):
-        p = sub.add_parser(name, parents=[client], help=text)
-        p.add_argument("pulse_id", type=int, metavar="ID")
-
-    p = sub.add_parser("reschedule", parents=[client], help="move a pending pulse")
-    p.add_argument("pulse_id", type=int, metavar="ID")
-    p.add_argument("when", metavar="WHEN")
-
-    sub.add_parser("status", parents=[client], help="the daemon's queue summary")
-    p = sub.add_parser(
-        "agenda",
-        parents=[client],
-        help="every fire time of the coming days, by day",
-        description="Every fire time in the next days, recurring pulses expanded, grouped "
-        "by day in your time zone: time, priority, source, the prompt's first line, id.",
-    )
-    p.add_argument(
-        "--days", type=int, default=7, metavar="N", help="how many days ahead (default 7)"
-    )
-    p = sub.add_parser(
-        "history",
-        parents=[client],
-        help="recent runs, newest first, and totals per day",
-        description="Recent attempts, newest first (outcome, duration, cost, the first "
-        "line of the result or error), then runs, failures and cost per day.",
-    )
-    p.add_argument(
-        "--since",
-        metavar="DURATION|WHEN",
-        default="7d",
-        help="how far back: '3d', '12h', or a time such as 2026-11-01 (default 7d)",
-    )
-    p.add_argument(
-        "--limit", type=int, default=50, metavar="N", help="how many runs at most (default 50)"
-    )
-    sub.add_parser(
-        "telegram",
-        parents=[connection],
-        help="run the Telegram listener",
-        description="Long-poll the Telegram bot: a message from an allowed chat becomes an "
-        "immediate pulse.",
-    )
-    sub.add_parser(
-        "mcp",
-        parents=[connection],
-        help="serve MCP on stdio (for Claude Code)",
-        description="An MCP server on stdin/stdout whose tools schedule, list, "
-        "show, move and cancel pulses through the daemon.",
-    )
+def _add_maintenance(sub: Any, connection: argparse.ArgumentParser) -> None:
+    """The commands that look after the installation: backup, restore, config,
+    doctor, and the stand-in agent."""
     p = sub.add_parser(
         "backup",
         help="copy the database to a dated file, keeping the last N",
@@ -226,12 +243,6 @@ def _parser() -> argparse.ArgumentParser:
         add_help=False,
         help="stand-in agent that answers in Claude Code's stream-json",
     )
-    for name, command in sub.choices.items():
-        command.description = command.description or _capital(command_help(sub, name))
-        if name in EXAMPLES:
-            command.epilog = "example:\n" + "\n".join(f"  {e}" for e in EXAMPLES[name])
-        command.formatter_class = argparse.RawDescriptionHelpFormatter
-    return parser
 
 
 # One or two examples for each command's --help.
