@@ -649,8 +649,8 @@ def config_template(env: Mapping[str, str] = SYSTEM_DIRECTORIES) -> str:
     lines = [
         "# reeve-lite settings: REEVE_LITE_NAME=value lines, '#' starts a comment.",
         "# Each setting below is commented out at its default; the environment wins",
-        "# over this file. `systemctl reload reeve-lite` re-reads it; the database,",
-        "# socket, TCP listener, socket mode and executor change only with a restart.",
+        "# over this file. `systemctl reload reeve-lite` re-reads it; a setting marked",
+        "# (restart) changes only with a restart (systemctl restart reeve-lite).",
         "# Durations take 90, 90s, 5m, 2h, 1h30m, 1 day.",
     ]
     for setting in SETTINGS:
@@ -662,6 +662,8 @@ def config_template(env: Mapping[str, str] = SYSTEM_DIRECTORIES) -> str:
             value, note = "", " (default: none)"
         else:
             value, note = setting.default(env), ""
+        if setting.restart_only:
+            note += " (restart)"
         lines += ["", f"# {setting.help}{note}", f"#{setting.env}={value}"]
     return "\n".join(lines) + "\n"
 
